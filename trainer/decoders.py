@@ -1,0 +1,102 @@
+"""LSTM decoder that unrolls step by step, so that what it is fed can be the model's own choice.
+
+Teacher forcing could run the LSTM over the whole gold sequence at once; the
+procedures of the paper feed step i-1's output back into step i, so the decoder
+runs one `LSTMCell` step at a time for every procedure (one loop, not five).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.feedback import FeedbackPolicy
+
+
+class LSTMDecoder(nn.Module):
+    """One-layer LSTM decoder over [previous-token embedding; attention context]."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        context_size: int,
+        encoder_final_size: int,
+        attention: nn.Module,
+        dropout: float,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.attention = attention
+        self.bridge = nn.Linear(encoder_final_size, hidden_size)
+        self.cell = nn.LSTMCell(embedding_dim + context_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden_size + context_size, vocab_size)
+
+    def initial_state(self, encoder_final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = torch.tanh(self.bridge(encoder_final))  # (B, H)
+        return hidden, torch.zeros_like(hidden)
+
+    def step(
+        self,
+        previous: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        keys: torch.Tensor,
+        mask: torch.Tensor,
+        position: int,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """previous: (B, E) fed embedding; keys: (B, S, C); mask: (B, S) True at real tokens.
+        Returns logits (B, V) and the new state."""
+        context = self.attention(state[0], keys, mask, position)  # (B, C)
+        hidden, cell = self.cell(torch.cat([self.dropout(previous), context], dim=-1), state)
+        logits = self.output(self.dropout(torch.cat([hidden, context], dim=-1)))
+        return logits, (hidden, cell)
+
+    def forward(
+        self,
+        keys: torch.Tensor,
+        mask: torch.Tensor,
+        encoder_final: torch.Tensor,
+        targets: torch.Tensor,
+        bos_id: int,
+        feedback: FeedbackPolicy,
+        gold_probability: float,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Training unroll over gold targets (B, T); returns logits (B, T, V)."""
+        batch, length = targets.shape
+        state = self.initial_state(encoder_final)
+        previous = self.embedding(torch.full((batch,), bos_id, dtype=torch.long, device=targets.device))
+        step_logits = []
+        for position in range(length):
+            logits, state = self.step(previous, state, keys, mask, position)
+            step_logits.append(logits)
+            if position + 1 < length:
+                previous = feedback.next_input(
+                    logits, targets[:, position], self.embedding.weight, gold_probability, alpha
+                )
+        return torch.stack(step_logits, dim=1)
+
+    @torch.no_grad()
+    def greedy(
+        self,
+        keys: torch.Tensor,
+        mask: torch.Tensor,
+        encoder_final: torch.Tensor,
+        bos_id: int,
+        max_length: int,
+        excluded_ids: tuple[int, ...] = (),
+    ) -> torch.Tensor:
+        """Hard greedy decoding (validation and test, §3.3); returns token ids (B, max_length)."""
+        batch = keys.size(0)
+        state = self.initial_state(encoder_final)
+        previous_ids = torch.full((batch,), bos_id, dtype=torch.long, device=keys.device)
+        outputs = []
+        for position in range(max_length):
+            logits, state = self.step(self.embedding(previous_ids), state, keys, mask, position)
+            if excluded_ids:
+                logits = logits.index_fill(-1, torch.tensor(excluded_ids, device=logits.device), float("-inf"))
+            previous_ids = logits.argmax(dim=-1)
+            outputs.append(previous_ids)
+        return torch.stack(outputs, dim=1)

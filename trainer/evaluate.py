@@ -1,0 +1,61 @@
+"""Scores a saved checkpoint on one split. The only code path that opens the test split.
+
+python -m trainer.evaluate runs/a/best.pt --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from trainer import checkpoint
+from trainer.config import ConfigError, parse_config
+from trainer.data.conll import DataFormatError
+from trainer.progress import log_line
+from trainer.tasks import build_task
+from trainer.train import resolve_device
+
+
+def evaluate_checkpoint(path: Path | str, split: str = "dev", device: str = "auto", log=log_line) -> dict:
+    """Rebuilds the model from the checkpoint alone and scores it on `split` with hard greedy decoding."""
+    payload = checkpoint.load(path)
+    config = parse_config(payload["config"], source=f"{path} (config)")
+    task = build_task(config, payload["vocabularies"], log=log)
+    model = task.build_model()
+    model.load_state_dict(payload["model"])
+    torched_device = resolve_device(device)
+    model.to(torched_device)
+    scores = task.score(model, task.read_split(split), torched_device)
+    return {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric, **scores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.evaluate",
+        description="Score a checkpoint written by `python -m trainer` (normally DIR/best.pt, the best-dev "
+        "epoch) on a data split with hard greedy decoding. This is the only command that reads the test split.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint file, e.g. runs/ner-ce/best.pt")
+    parser.add_argument("--split", choices=("dev", "test"), default="dev", help="split to score (default: dev)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    parser.add_argument("--out", type=Path, default=None, help="also write the scores to this JSON file")
+    args = parser.parse_args(argv)
+    if not args.checkpoint.exists():
+        print(f"error: {args.checkpoint}: no such checkpoint", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.device)
+    except (ConfigError, DataFormatError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

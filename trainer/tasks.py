@@ -1,0 +1,12 @@
+"""The task registry: config -> task object (data, vocabularies, model, metric)."""
+
+from __future__ import annotations
+
+from trainer.ner import NerTask
+from trainer.progress import log_line
+
+
+def build_task(config, vocabularies: dict[str, list[str]] | None = None, log=log_line):
+    """Vocabularies come from the checkpoint when resuming or evaluating, else from the training split."""
+    tasks = {"ner": NerTask}
+    return tasks[config.task](config, vocabularies, log=log)

@@ -1,0 +1,156 @@
+"""The training loop, top to bottom: seed, data, model, optimizer, resume, then epochs.
+
+`train(config, out_dir, on_epoch)` is the trainer's Python API. It reads the
+training and validation splits only; the test split is scored separately, from
+the best-dev checkpoint, by `trainer.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from trainer import checkpoint
+from trainer.config import parse_config
+from trainer.feedback import FeedbackPolicy
+from trainer.progress import log_line
+from trainer.schedules import ScheduleState, gold_probability, soft_alpha
+from trainer.tasks import build_task
+
+EpochCallback = Callable[[dict, Path], bool]
+"""Called after every epoch with that epoch's record and the run directory (holding last.pt,
+best.pt and metrics.json); returning True stops training (e.g. a pruner's decision)."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+def train(
+    config,
+    out_dir: Path | str,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = log_line,
+) -> dict:
+    """Trains one run (one config, one seed) into `out_dir`; resumes if `out_dir/last.pt` exists.
+
+    Returns the content of `out_dir/metrics.json`: every epoch's figures and the best dev epoch.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = config.model_dump(mode="json")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+
+    resumed = checkpoint.load(out_dir / checkpoint.LAST) if (out_dir / checkpoint.LAST).exists() else None
+    if resumed is not None and resumed["config"] != config_dict:
+        raise ValueError(f"{out_dir} holds a run of another config; use a new --out directory")
+    task = build_task(config, resumed["vocabularies"] if resumed else None, log=log)
+    train_set, dev_set = task.read_split("train"), task.read_split("dev")
+
+    model = task.build_model().to(device)
+    optim = config.optim
+    optimizer_class = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim.optimizer]
+    optimizer = optimizer_class(model.parameters(), lr=optim.lr)
+    procedure = config.procedure
+    feedback = FeedbackPolicy(procedure.name, model.excluded_ids, procedure.soft_top_k)
+    schedule = ScheduleState()
+    history: list[dict] = []
+    best: dict = {"epoch": None, "dev_score": float("-inf")}
+
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule = ScheduleState.from_state_dict(resumed["schedule"])
+        history, best = resumed["history"], resumed["best"]
+        torch.set_rng_state(resumed["rng"])
+        log(f"Resuming {out_dir} after epoch {schedule.epoch} (step {schedule.step})")
+
+    def payload(**extra) -> dict:
+        return {"config": config_dict, "vocabularies": task.vocabularies, "model": model.state_dict(), **extra}
+
+    while schedule.epoch < optim.epochs:
+        started = time.perf_counter()
+        model.train()
+        alpha = soft_alpha(procedure.alpha, schedule)
+        loss_sum, token_count, gold_sum = 0.0, 0, 0.0
+        batches = task.batches(train_set, optim.batch_size, shuffle=True)
+        bar = tqdm(batches, desc=f"epoch {schedule.epoch + 1}/{optim.epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            batch = batch.to(device)
+            epsilon = gold_probability(procedure, schedule)
+            _, loss = model(batch.src, batch.src_lengths, batch.targets, feedback, epsilon, alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+            optimizer.step()
+            schedule.step += 1
+            tokens = int((batch.targets != model.pad_id).sum())
+            loss_sum += loss.item() * tokens
+            token_count += tokens
+            gold_sum += epsilon
+            bar.set_postfix(loss=f"{loss.item():.3f}", eps=f"{epsilon:.3f}")
+
+        dev_scores = task.score(model, dev_set, device)
+        schedule.epoch += 1
+        record = {
+            "epoch": schedule.epoch,
+            "train_loss": loss_sum / max(token_count, 1),
+            "gold_probability": gold_sum / max(len(batches), 1),
+            "alpha": alpha,
+            **{f"dev_{name}": value for name, value in dev_scores.items()},
+            "dev_score": dev_scores[task.metric],
+            "seconds": time.perf_counter() - started,
+            "steps": schedule.step,
+        }
+        history.append(record)
+        if record["dev_score"] > best["dev_score"]:
+            best = {"epoch": record["epoch"], "dev_score": record["dev_score"]}
+            checkpoint.save(out_dir / checkpoint.BEST, payload(epoch=record["epoch"], dev_score=record["dev_score"]))
+        checkpoint.save(
+            out_dir / checkpoint.LAST,
+            payload(
+                optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(),
+                history=history,
+                best=best,
+                rng=torch.get_rng_state(),
+            ),
+        )
+        write_metrics(out_dir, config_dict, task.metric, history, best)
+        log(
+            f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  eps {record['gold_probability']:.4f}  "
+            f"alpha {alpha:.3g}  dev {task.metric} {record['dev_score']:.2f}  ({record['seconds']:.1f}s)"
+        )
+        if on_epoch is not None and on_epoch(record, out_dir):
+            log(f"stopped after epoch {record['epoch']} at the caller's request")
+            break
+    return write_metrics(out_dir, config_dict, task.metric, history, best)
+
+
+def write_metrics(out_dir: Path, config_dict: dict, metric: str, history: list[dict], best: dict) -> dict:
+    summary = {
+        "config": config_dict,
+        "metric": metric,
+        "epochs": history,
+        "best_epoch": best["epoch"],
+        "best_dev_score": best["dev_score"] if best["epoch"] is not None else None,
+    }
+    partial = out_dir / "metrics.json.partial"
+    partial.write_text(json.dumps(summary, indent=2))
+    partial.replace(out_dir / "metrics.json")
+    return summary
+
+
+def config_from_checkpoint(payload: dict):
+    return parse_config(payload["config"], source="checkpoint config")
