@@ -16,6 +16,8 @@ examples:
   python -m trainer configs/ner.yaml --out runs/ner-ce
   python -m trainer configs/ner.yaml --out runs/ner-soft --set procedure.name=soft_greedy --set seed=2
   python -m trainer.evaluate runs/ner-soft/best.pt --split test
+  python -m trainer configs/mt_ding.yaml --out runs/mt-soft --set procedure.name=soft_sample
+  python -m trainer.evaluate runs/mt-soft/best.pt --split test --beam 5
 
 Writes DIR/metrics.json (every epoch: train loss, gold probability eps, alpha, dev score,
 seconds; and the best dev epoch), DIR/best.pt (best-dev checkpoint) and DIR/last.pt
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FetchError as error:
-        print(f"error: {error}\nPoint data.dataset: files and data.*_path at local copies instead.", file=sys.stderr)
+        print(
+            f"error: {error}\nSet data.dataset: files and point the data paths at local copies instead "
+            "(python -m trainer.describe TASK lists them).",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"best dev {summary['metric']} {summary['best_dev_score']:.2f} at epoch {summary['best_epoch']}; "

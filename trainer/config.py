@@ -126,9 +126,20 @@ class RunConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimisation.")
     seed: int = Field(1, description="Random seed: same config and seed give identical metrics on CPU.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' uses CUDA when present.")
+    precision: Literal["float32", "bf16"] = Field(
+        "float32",
+        description="'bf16': mixed precision (autocast to bfloat16) for the training forward pass, CUDA only; "
+        "α·logits, their softmax and the loss stay in float32. Dev and test scoring run in float32.",
+    )
     data_dir: Path | None = Field(
         None, description="Cache of fetched data sets; null uses $DSS_DATA_DIR or ~/.cache/dss-sweep/data."
     )
+
+    @model_validator(mode="after")
+    def _bf16_needs_cuda(self) -> RunConfig:
+        if self.precision == "bf16" and self.device == "cpu":
+            raise ValueError("precision 'bf16' is for CUDA only; use precision: float32 on the CPU")
+        return self
 
 
 class NerConfig(RunConfig):
@@ -137,7 +148,76 @@ class NerConfig(RunConfig):
     model: NerModelConfig = Field(default_factory=NerModelConfig, description="NER model sizes.")
 
 
-TrainConfig = Annotated[NerConfig, Field(discriminator="task")]
+class MtDataConfig(StrictModel):
+    """Parallel text, one sentence per line, tokenized; German source, English target (§5)."""
+
+    dataset: Literal["ding_de_en", "files"] = Field(
+        "ding_de_en",
+        description="'ding_de_en': German-English sentence pairs from the Ding dictionary (Debian package "
+        "trans-de-en), extracted and split on first use (`python -m trainer.data fetch ding_de_en`); 'files': your "
+        "own parallel text under `path`, e.g. IWSLT14 de-en as prepare-iwslt14.sh leaves it (the paper's data).",
+    )
+    path: Path | None = Field(
+        None,
+        description="dataset 'files': folder holding train.SRC, train.TGT, valid.SRC, valid.TGT, test.SRC, "
+        "test.TGT (SRC/TGT = source_lang/target_lang); line n of one file translates line n of the other.",
+    )
+    source_lang: str = Field("de", min_length=1, description="Suffix of the source files.")
+    target_lang: str = Field("en", min_length=1, description="Suffix of the target files.")
+    lowercase: bool = Field(
+        True, description="Lowercase both sides on reading (the paper's data is lowercased; BLEU is then caseless)."
+    )
+    max_length: int | None = Field(
+        50,
+        ge=1,
+        description="Drop training pairs with more tokens than this on either side (Ranzato et al. 2016's "
+        "preprocessing, used by the paper: 50); dev and test are never filtered. null keeps all.",
+    )
+    source_vocab_size: int = Field(
+        32000, ge=3, description="At most this many source tokens, specials included (most frequent first)."
+    )
+    target_vocab_size: int = Field(
+        32000, ge=5, description="At most this many output tokens, specials included (paper §5: 32000)."
+    )
+    min_freq: int = Field(1, ge=1, description="Tokens seen fewer times than this in the training split map to <unk>.")
+    max_train_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N training pairs (smoke runs); null uses all."
+    )
+    max_dev_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N validation pairs (smoke runs); null uses all."
+    )
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> MtDataConfig:
+        if self.dataset == "files" and self.path is None:
+            raise ValueError("dataset 'files' needs path: a folder with train/valid/test.{source,target}_lang")
+        return self
+
+
+class MtModelConfig(StrictModel):
+    """§5: bidirectional LSTM encoder (1 layer, 256), LSTM decoder (1 layer, 256), additive attention
+    (Bahdanau et al. 2015)."""
+
+    embedding_dim: int = Field(256, ge=1, description="Source and target embedding size (not stated in the paper).")
+    encoder_hidden: int = Field(256, ge=1, description="Encoder LSTM units per direction (paper: 256).")
+    decoder_hidden: int = Field(256, ge=1, description="Decoder LSTM units (paper: 256).")
+    attention_dim: int = Field(256, ge=1, description="Hidden size of the additive attention's scorer (not stated).")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings and decoder outputs (not stated).")
+    max_decode_length: int = Field(
+        200,
+        ge=1,
+        description="Decoding stops at </s> or after 2·(source length)+10 tokens, and never after this many.",
+    )
+
+
+class MtConfig(RunConfig):
+    task: Literal["mt"] = Field("mt", description="German→English machine translation (IWSLT14 in the paper).")
+    data: MtDataConfig = Field(default_factory=MtDataConfig, description="MT data.")
+    model: MtModelConfig = Field(default_factory=MtModelConfig, description="MT model sizes.")
+
+
+TASK_CONFIGS: dict[str, type[RunConfig]] = {"ner": NerConfig, "mt": MtConfig}
+TrainConfig = Annotated[NerConfig | MtConfig, Field(discriminator="task")]
 _adapter: TypeAdapter = TypeAdapter(TrainConfig)
 
 
@@ -173,7 +253,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(tree: dict, source: str = "<config>") -> NerConfig:
+def parse_config(tree: dict, source: str = "<config>") -> NerConfig | MtConfig:
     """Validates a plain dict; raises ConfigError naming `source` and each bad field's path."""
     tree = dict(tree)
     tree.setdefault("task", "ner")
@@ -183,7 +263,7 @@ def parse_config(tree: dict, source: str = "<config>") -> NerConfig:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
-def load_config(path: Path | str, overrides: list[str] = ()) -> NerConfig:
+def load_config(path: Path | str, overrides: list[str] = ()) -> NerConfig | MtConfig:
     """Reads YAML, applies `key=value` overrides (values parsed as YAML), validates."""
     path = Path(path)
     try:

@@ -87,16 +87,26 @@ class LSTMDecoder(nn.Module):
         bos_id: int,
         max_length: int,
         excluded_ids: tuple[int, ...] = (),
+        eos_id: int | None = None,
     ) -> torch.Tensor:
-        """Hard greedy decoding (validation and test, §3.3); returns token ids (B, max_length)."""
+        """Hard greedy decoding (validation and test, §3.3); returns token ids (B, L), L <= max_length.
+
+        With `eos_id` (MT), a row that has produced it keeps producing it, and decoding
+        stops once every row has; without (NER), it runs exactly max_length steps."""
         batch = keys.size(0)
         state = self.initial_state(encoder_final)
         previous_ids = torch.full((batch,), bos_id, dtype=torch.long, device=keys.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=keys.device)
         outputs = []
         for position in range(max_length):
             logits, state = self.step(self.embedding(previous_ids), state, keys, mask, position)
             if excluded_ids:
                 logits = logits.index_fill(-1, torch.tensor(excluded_ids, device=logits.device), float("-inf"))
             previous_ids = logits.argmax(dim=-1)
+            if eos_id is not None:
+                previous_ids = previous_ids.masked_fill(finished, eos_id)
+                finished |= previous_ids == eos_id
             outputs.append(previous_ids)
+            if eos_id is not None and bool(finished.all()):
+                break
         return torch.stack(outputs, dim=1)

@@ -1,4 +1,4 @@
-"""`python -m trainer.describe [ner]`: every config key with its default and description, as commented YAML.
+"""`python -m trainer.describe [ner|mt]`: every config key with its default and description, as commented YAML.
 
 Generated from the pydantic models, so the documentation cannot drift from the code.
 """
@@ -11,9 +11,7 @@ import sys
 import yaml
 from pydantic import BaseModel
 
-from trainer.config import NerConfig
-
-TASK_CONFIGS = {"ner": NerConfig}
+from trainer.config import TASK_CONFIGS
 
 
 def commented_yaml(model: type[BaseModel], indent: int = 0) -> list[str]:

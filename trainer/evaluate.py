@@ -1,6 +1,6 @@
 """Scores a saved checkpoint on one split. The only code path that opens the test split.
 
-python -m trainer.evaluate runs/a/best.pt --split test
+python -m trainer.evaluate runs/a/best.pt --split test [--beam 5]
 """
 
 from __future__ import annotations
@@ -13,22 +13,30 @@ from pathlib import Path
 from trainer import checkpoint
 from trainer.config import ConfigError, parse_config
 from trainer.data.conll import DataFormatError
+from trainer.data.fetch import FetchError
 from trainer.progress import log_line
 from trainer.tasks import build_task
 from trainer.train import resolve_device
 
 
-def evaluate_checkpoint(path: Path | str, split: str = "dev", device: str = "auto", log=log_line) -> dict:
-    """Rebuilds the model from the checkpoint alone and scores it on `split` with hard greedy decoding."""
+def evaluate_checkpoint(
+    path: Path | str, split: str = "dev", device: str = "auto", log=log_line, beam_size: int = 1
+) -> dict:
+    """Rebuilds the model from the checkpoint alone and scores it on `split` with hard greedy decoding,
+    or, for MT, with beam search of `beam_size` > 1."""
     payload = checkpoint.load(path)
     config = parse_config(payload["config"], source=f"{path} (config)")
     task = build_task(config, payload["vocabularies"], log=log)
+    if beam_size != 1 and not getattr(task, "supports_beam", False):
+        raise ConfigError(f"beam search applies to translation (task mt), not to task {config.task}")
     model = task.build_model()
     model.load_state_dict(payload["model"])
     torched_device = resolve_device(device)
     model.to(torched_device)
-    scores = task.score(model, task.read_split(split), torched_device)
-    return {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric, **scores}
+    search = {"beam_size": beam_size} if beam_size != 1 else {}
+    scores = task.score(model, task.read_split(split), torched_device, **search)
+    result = {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric}
+    return {**result, **({"beam_size": beam_size} if search else {}), **scores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("dev", "test"), default="dev", help="split to score (default: dev)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     parser.add_argument("--out", type=Path, default=None, help="also write the scores to this JSON file")
+    parser.add_argument(
+        "--beam",
+        type=int,
+        default=1,
+        metavar="N",
+        help="MT only: beam search with N hypotheses instead of greedy decoding (default 1: greedy, as the paper)",
+    )
     args = parser.parse_args(argv)
     if not args.checkpoint.exists():
         print(f"error: {args.checkpoint}: no such checkpoint", file=sys.stderr)
         return 2
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.split, args.device)
-    except (ConfigError, DataFormatError, FileNotFoundError) as error:
+        if args.beam < 1:
+            raise ConfigError(f"--beam {args.beam}: must be at least 1")
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.device, beam_size=args.beam)
+    except (ConfigError, DataFormatError, FileNotFoundError, FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)

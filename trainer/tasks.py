@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from trainer.mt import MtTask
 from trainer.ner import NerTask
 from trainer.progress import log_line
 
 
 def build_task(config, vocabularies: dict[str, list[str]] | None = None, log=log_line):
     """Vocabularies come from the checkpoint when resuming or evaluating, else from the training split."""
-    tasks = {"ner": NerTask}
+    tasks = {"ner": NerTask, "mt": MtTask}
     return tasks[config.task](config, vocabularies, log=log)

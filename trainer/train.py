@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import checkpoint
-from trainer.config import parse_config
+from trainer.config import ConfigError, parse_config
 from trainer.feedback import FeedbackPolicy
 from trainer.progress import log_line
 from trainer.schedules import ScheduleState, gold_probability, soft_alpha
@@ -50,6 +50,11 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config.model_dump(mode="json")
     device = resolve_device(config.device)
+    if config.precision == "bf16" and device.type != "cuda":
+        raise ConfigError(f"precision 'bf16' needs CUDA, but training runs on {device}; use precision: float32")
+    # bf16 autocast covers the forward pass only; feedback.py computes α·s and the soft vector in float32,
+    # and the model computes the loss in float32 (METHOD.md: α·logits in float32 under mixed precision).
+    mixed_precision = config.precision == "bf16"
     torch.manual_seed(config.seed)
 
     resumed = checkpoint.load(out_dir / checkpoint.LAST) if (out_dir / checkpoint.LAST).exists() else None
@@ -86,10 +91,13 @@ def train(
         loss_sum, token_count, gold_sum = 0.0, 0, 0.0
         batches = task.batches(train_set, optim.batch_size, shuffle=True)
         bar = tqdm(batches, desc=f"epoch {schedule.epoch + 1}/{optim.epochs}", disable=not progress, leave=False)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         for batch in bar:
             batch = batch.to(device)
             epsilon = gold_probability(procedure, schedule)
-            _, loss = model(batch.src, batch.src_lengths, batch.targets, feedback, epsilon, alpha)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                _, loss = model(batch.src, batch.src_lengths, batch.targets, feedback, epsilon, alpha)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
@@ -101,6 +109,9 @@ def train(
             gold_sum += epsilon
             bar.set_postfix(loss=f"{loss.item():.3f}", eps=f"{epsilon:.3f}")
 
+        peak_memory = {}
+        if device.type == "cuda":
+            peak_memory["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         dev_scores = task.score(model, dev_set, device)
         schedule.epoch += 1
         record = {
@@ -112,6 +123,7 @@ def train(
             "dev_score": dev_scores[task.metric],
             "seconds": time.perf_counter() - started,
             "steps": schedule.step,
+            **peak_memory,  # CUDA only: the training steps' peak allocated memory
         }
         history.append(record)
         if record["dev_score"] > best["dev_score"]:

@@ -81,4 +81,11 @@ def _write_atomically(path: Path, content: bytes) -> None:
     partial.replace(path)
 
 
-FETCHERS = {"conll2003_en": fetch_conll2003_en}
+def fetch_ding_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
+    """German-English sentence pairs of the Ding dictionary (Debian package trans-de-en); see trainer.data.ding."""
+    from trainer.data.ding import fetch_ding_de_en as fetch  # ding imports this module
+
+    return fetch(data_dir, log=log)
+
+
+FETCHERS = {"conll2003_en": fetch_conll2003_en, "ding_de_en": fetch_ding_de_en}

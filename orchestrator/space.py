@@ -1,0 +1,436 @@
+"""Search-space files: the pydantic schema, validation against the trainer's own schema, and expansion.
+
+A search space names the trainer config every trial starts from (`base`), the
+groups of configurations to try (each group is one Optuna study: its sampler
+proposes the group's configurations and its pruner compares them, and only
+them), how many random restarts each configuration gets, and the rows of the
+results table that the best-dev selection fills (paper §5, Tables 1 and 2).
+
+Keys of `fixed`, `axes` and `where` are dotted trainer-config paths such as
+`procedure.alpha.mode`; `python -m trainer.describe` lists them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from trainer import ConfigError, parse_config
+from trainer.config import set_dotted
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MLflow experiment, Optuna study and directory names
+
+
+def _scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise ValueError("expected a number, a string, true/false or null")
+    return value
+
+
+Scalar = Annotated[Any, AfterValidator(_scalar)]
+# Set by the sweep itself (epoch budget, restarts), so neither base nor an axis may set them.
+RESERVED_KEYS = ("task", "seed", "optim.epochs")
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be used; the message names the file and the field path."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatRange(StrictModel):
+    """A continuous axis, for the random and TPE samplers."""
+
+    distribution: Literal["uniform", "loguniform"] = Field(
+        description="'uniform' on [low, high], or 'loguniform' (uniform in log space; for learning rates)."
+    )
+    low: float = Field(description="Lower bound (inclusive).")
+    high: float = Field(description="Upper bound (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class IntRange(StrictModel):
+    """An integer axis, for the random and TPE samplers."""
+
+    distribution: Literal["int"] = Field(description="Integers from low to high in steps of step.")
+    low: int = Field(description="Lower bound (inclusive).")
+    high: int = Field(description="Upper bound (inclusive).")
+    step: int = Field(1, ge=1, description="Spacing of the allowed values.")
+    log: bool = Field(False, description="Sample uniformly in log space (needs step 1 and low >= 1).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and (self.step != 1 or self.low < 1):
+            raise ValueError("log needs step 1 and low >= 1")
+        return self
+
+
+Distribution = Annotated[FloatRange | IntRange, Field(discriminator="distribution")]
+Axis = Annotated[
+    Annotated[list[Scalar], Field(min_length=1), Tag("values")] | Annotated[Distribution, Tag("distribution")],
+    Discriminator(
+        lambda value: "values" if isinstance(value, list) else "distribution" if isinstance(value, dict) else None,
+        custom_error_type="axis",
+        custom_error_message="an axis is a list of values or {distribution: uniform|loguniform|int, low, high}",
+    ),
+]
+"""A list of values (grid points, or categories for random/TPE) or a distribution."""
+AXIS_TAGS = ("values", "distribution", "uniform", "loguniform", "int")
+
+
+class Group(StrictModel):
+    """Configurations that compete with each other: one Optuna study, one pruning scope."""
+
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="Trainer fields every configuration of this group sets, by dotted path."
+    )
+    axes: dict[str, Axis] = Field(
+        default_factory=dict,
+        description="Tuned trainer fields of this group, by dotted path (added to the top-level axes, which they "
+        "override): a list of values, or {distribution: uniform|loguniform|int, low, high}.",
+    )
+
+
+class Row(StrictModel):
+    """One row of the results table: the trials whose trainer config matches `where`, from any group."""
+
+    label: str = Field(description="Row label in the summary, e.g. 'α-soft annealed (greedy)'.")
+    table: str = Field("1", description="Table the row belongs to (the paper: '1' procedures, '2' decay k).")
+    where: dict[str, Scalar | list[Scalar]] = Field(
+        min_length=1,
+        description="Trainer fields (dotted paths) and the value, or list of accepted values, a trial must have.",
+    )
+
+
+class GridSampler(StrictModel):
+    type: Literal["grid"] = Field(description="Every combination of every group's axis values (lists only).")
+
+
+class RandomSampler(StrictModel):
+    type: Literal["random"] = Field(description="Independent random draws (optuna.samplers.RandomSampler).")
+    samples: int = Field(ge=1, description="Configurations drawn per group.")
+    seed: int = Field(0, description="Seed of the draws: the same seed proposes the same configurations.")
+
+
+class TpeSampler(StrictModel):
+    type: Literal["tpe"] = Field(description="Tree-structured Parzen estimator (optuna.samplers.TPESampler).")
+    samples: int = Field(ge=1, description="Configurations proposed per group.")
+    seed: int = Field(0, description="Seed of the proposals.")
+    startup: int = Field(
+        5, ge=0, description="Random configurations per group before TPE starts modelling (n_startup_trials)."
+    )
+
+
+Sampler = Annotated[GridSampler | RandomSampler | TpeSampler, Field(discriminator="type")]
+
+
+class NoPruner(StrictModel):
+    type: Literal["none"] = Field(description="Every trial runs its full epoch budget.")
+
+
+class MedianPruner(StrictModel):
+    type: Literal["median"] = Field(
+        description="Stop a configuration whose best score so far is worse than the median of completed "
+        "configurations of its group at the same epoch (optuna.pruners.MedianPruner)."
+    )
+    startup: int = Field(2, ge=0, description="Completed configurations per group before anything is pruned.")
+    warmup_epochs: int = Field(1, ge=0, description="Epochs a configuration always runs before it can be pruned.")
+    interval: int = Field(1, ge=1, description="Check every this many epochs after the warm-up.")
+
+
+class SuccessiveHalvingPruner(StrictModel):
+    type: Literal["successive_halving"] = Field(
+        description="Asynchronous successive halving (optuna.pruners.SuccessiveHalvingPruner)."
+    )
+    min_resource: int | Literal["auto"] = Field("auto", description="Epochs before the first rung.")
+    reduction_factor: int = Field(3, ge=2, description="Only the best 1/reduction_factor go on at each rung.")
+    min_early_stopping_rate: int = Field(0, ge=0, description="Skips the first rungs (s in the ASHA paper).")
+
+
+class HyperbandPruner(StrictModel):
+    type: Literal["hyperband"] = Field(description="Hyperband over successive-halving brackets (optuna.pruners).")
+    min_resource: int = Field(1, ge=1, description="Epochs before the first rung of the most aggressive bracket.")
+    reduction_factor: int = Field(3, ge=2, description="Only the best 1/reduction_factor go on at each rung.")
+
+
+Pruner = Annotated[NoPruner | MedianPruner | SuccessiveHalvingPruner | HyperbandPruner, Field(discriminator="type")]
+
+
+class Metric(StrictModel):
+    name: str = Field(
+        "dev_score",
+        pattern=r"^dev_\w+$",
+        description="Per-epoch validation figure to optimise: dev_score (the task's metric, which also picks "
+        "best.pt) or dev_<metric>. Selection never looks at the test split.",
+    )
+    mode: Literal["max", "min"] = Field("max", description="Whether higher (max) or lower (min) is better.")
+
+
+class Resources(StrictModel):
+    cpus: float = Field(1.0, gt=0, description="CPU cores per trial (also torch's thread count).")
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial; a fraction such as 0.5 shares a GPU.")
+
+
+class SearchSpace(StrictModel):
+    """A sweep: trials = configurations (from the groups' samplers) × restarts (seeds)."""
+
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="MLflow experiment and default output name; default: the file name."
+    )
+    description: str = Field("", description="Free text shown by --dry-run.")
+    task: str = Field("ner", description="Trainer task (the `task` key of the trainer config).")
+    base: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Trainer config shared by every trial, as in configs/*.yaml (without task, seed, optim.epochs).",
+    )
+    epochs: int = Field(ge=1, description="Epoch budget of every trial (the trainer's optim.epochs).")
+    restarts: int = Field(3, ge=1, description="Random restarts per configuration: seeds seed, seed+1, ...")
+    seed: int = Field(1, description="Trainer seed of the first restart.")
+    axes: dict[str, Axis] = Field(default_factory=dict, description="Tuned trainer fields shared by every group.")
+    groups: dict[str, Group] = Field(
+        min_length=1,
+        description="Named groups of configurations; a configuration competes (sampler, pruner) only within its "
+        "group, so a row that must be reported should not share a group with a row that could out-prune it.",
+    )
+    rows: dict[str, Row] = Field(min_length=1, description="Rows of the results table, by id.")
+    sampler: Sampler = Field(
+        default_factory=lambda: GridSampler(type="grid"), description="How configurations are proposed."
+    )
+    pruner: Pruner = Field(default_factory=lambda: NoPruner(type="none"), description="Early stopping of trials.")
+    metric: Metric = Field(default_factory=Metric, description="What selection and pruning optimise.")
+    resources: Resources = Field(default_factory=Resources, description="Resources reserved per trial.")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials running at once; null: as many as the cluster's CPUs/GPUs hold."
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> SearchSpace:
+        for kind, names in (("groups", self.groups), ("rows", self.rows)):
+            for name in names:
+                if not re.match(NAME_PATTERN, name):
+                    raise ValueError(f"{kind}.{name}: use letters, digits, '_', '.' and '-' only")
+        return self
+
+    def group_axes(self, group: str) -> dict[str, Any]:
+        return {**self.axes, **self.groups[group].axes}
+
+    def grid(self, group: str) -> list[dict[str, Scalar]]:
+        """Every combination of the group's axis values, in file order (grid sampler only)."""
+        axes = self.group_axes(group)
+        combos = itertools.product(*axes.values())
+        return [dict(zip(axes, values, strict=True)) for values in combos]
+
+    def planned_configurations(self, group: str) -> int:
+        if self.sampler.type == "grid":
+            return math.prod(len(values) for values in self.group_axes(group).values())
+        return self.sampler.samples
+
+    def trainer_tree(self, group: str, params: dict[str, Any], restart: int) -> dict:
+        """The trainer config (a plain dict) of one trial: base, the group's fixed fields, the axis values."""
+        tree = copy.deepcopy(self.base)
+        tree["task"] = self.task
+        for key, value in {**self.groups[group].fixed, **params}.items():
+            set_dotted(tree, key, value)
+        set_dotted(tree, "optim.epochs", self.epochs)
+        tree["seed"] = self.seed + restart
+        return tree
+
+    def rows_of(self, flat_config: dict[str, Any]) -> list[str]:
+        """Ids of the rows whose `where` the (flattened, validated) trainer config matches."""
+        return [name for name, row in self.rows.items() if matches(row.where, flat_config)]
+
+    def fingerprint(self) -> str:
+        """Canonical JSON of everything that decides which trials run (a resumed sweep must not change it)."""
+        decisive = self.model_dump(mode="json", exclude={"description", "max_concurrent", "rows"})
+        return json.dumps(decisive, sort_keys=True)
+
+
+def matches(where: dict[str, Any], flat_config: dict[str, Any]) -> bool:
+    for key, wanted in where.items():
+        accepted = wanted if isinstance(wanted, list) else [wanted]
+        if key not in flat_config or not any(_same(flat_config[key], value) for value in accepted):
+            return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """100 and 100.0 are the same k; True is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def validated_flat_config(tree: dict, source: str) -> dict[str, Any]:
+    """Validates a trainer tree with the trainer's own schema and flattens its JSON form."""
+    return flatten(parse_config(tree, source).model_dump(mode="json"))
+
+
+def load_space(path: Path | str, overrides: list[str] = ()) -> SearchSpace:
+    """Reads and validates a search-space file, trainer configs and rows included; raises SpaceError."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(tree, dict):
+        raise SpaceError(f"{path}: the top level must be a mapping (name, base, epochs, groups, rows, ...)")
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise SpaceError(f"--set {override!r}: expected key=value")
+        try:
+            set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        except ConfigError as error:
+            raise SpaceError(f"--set {override!r}: {error}") from None
+    tree.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem))
+    try:
+        space = SearchSpace.model_validate(tree)
+    except ValidationError as error:
+        lines = [f"{path}: invalid search space"]
+        for item in error.errors():
+            lines.append(f"  {field_path(item['loc']) or '<root>'}: {item['msg']}")
+        raise SpaceError("\n".join(lines)) from None
+    check_space(space, str(path))
+    return space
+
+
+def field_path(loc: tuple) -> str:
+    """The YAML path of a pydantic error location, without the union tags pydantic inserts
+    (sampler/pruner 'type', the axis kind and distribution)."""
+    parts: list[str] = []
+    rest = [str(part) for part in loc if "[" not in str(part)]
+    while rest:
+        parts.append(rest.pop(0))
+        if parts in (["sampler"], ["pruner"]) and rest:
+            rest.pop(0)
+        if len(parts) >= 2 and parts[-2] == "axes":
+            while rest and rest[0] in AXIS_TAGS:
+                rest.pop(0)
+    return ".".join(parts)
+
+
+def check_space(space: SearchSpace, source: str) -> None:
+    """Checks what the schema alone cannot: trainer fields exist and validate, grid needs lists, rows match."""
+    for key in space.base:
+        if key in RESERVED_KEYS:
+            raise SpaceError(f"{source}: base.{key}: set by the sweep (use the top-level epochs / seed / task)")
+    for reserved in ("optim.epochs",):
+        if reserved in flatten(space.base):
+            raise SpaceError(f"{source}: base.{reserved}: the epoch budget is the top-level 'epochs'")
+    _check_trainer_configs(space, source)
+    candidates = {group: _candidate_values(space, group, source) for group in space.groups}
+    for row_id, row in space.rows.items():
+        known = candidates[next(iter(space.groups))]
+        for key in row.where:
+            if key not in known:
+                raise SpaceError(f"{source}: rows.{row_id}.where.{key}: no such trainer field")
+        if not any(_could_match(row.where, values) for values in candidates.values()):
+            raise SpaceError(f"{source}: rows.{row_id}.where: matches no configuration of any group")
+
+
+def _check_trainer_configs(space: SearchSpace, source: str) -> None:
+    for group_name, group in space.groups.items():
+        axes = space.group_axes(group_name)
+        for key in list(group.fixed) + list(axes):
+            if key in RESERVED_KEYS:
+                kind = "fixed" if key in group.fixed else "axes"
+                raise SpaceError(f"{source}: groups.{group_name}.{kind}.{key}: set by the sweep, not by a group")
+        for key, axis in axes.items():
+            if space.sampler.type == "grid" and not isinstance(axis, list):
+                raise SpaceError(
+                    f"{source}: groups.{group_name}.axes.{key}: the grid sampler needs a list of values, "
+                    "not a distribution (or use sampler type random / tpe)"
+                )
+        for params in _probe_params(axes):
+            where = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            label = f"{source}: groups.{group_name}" + (f" with {where}" if where else "")
+            try:
+                parse_config(space.trainer_tree(group_name, params, restart=0), label)
+            except ConfigError as error:
+                raise SpaceError(str(error)) from None
+
+
+def _probe_params(axes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each axis value (each list item, each distribution's bounds) once, the other axes at their first value."""
+    if not axes:
+        return [{}]
+    first = {key: _endpoints(axis)[0] for key, axis in axes.items()}
+    probes = []
+    for key, axis in axes.items():
+        for value in _endpoints(axis):
+            probes.append({**first, key: value})
+    return probes
+
+
+def _endpoints(axis: Any) -> list[Any]:
+    return list(axis) if isinstance(axis, list) else [axis.low, axis.high]
+
+
+def _candidate_values(space: SearchSpace, group: str, source: str) -> dict[str, list[Any] | None]:
+    """For each trainer field, the values the group's configurations can take (None: any, a distribution)."""
+    flat = validated_flat_config(space.trainer_tree(group, {}, restart=0), source)
+    values: dict[str, list[Any] | None] = {key: [value] for key, value in flat.items()}
+    for key, axis in space.group_axes(group).items():
+        values[key] = list(axis) if isinstance(axis, list) else None
+    return values
+
+
+def _could_match(where: dict[str, Any], candidates: dict[str, list[Any] | None]) -> bool:
+    for key, wanted in where.items():
+        options = candidates.get(key)
+        if options is None:
+            continue
+        accepted = wanted if isinstance(wanted, list) else [wanted]
+        if not any(_same(option, value) for option in options for value in accepted):
+            return False
+    return True
+
+
+def describe_axis(axis: Any) -> str:
+    if isinstance(axis, list):
+        return "[" + ", ".join(str(value) for value in axis) + "]"
+    if isinstance(axis, IntRange):
+        return f"int {axis.low}..{axis.high} step {axis.step}" + (" (log)" if axis.log else "")
+    return f"{axis.distribution} {axis.low:g}..{axis.high:g}"

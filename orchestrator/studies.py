@@ -1,0 +1,160 @@
+"""Optuna's side of the sweep: one study per group, in one storage in the sweep's output directory.
+
+An Optuna trial here is a *configuration*, not a restart. Its intermediate values
+are the per-epoch dev scores of the configuration's first restart (its scout),
+which is what the pruner compares across the configurations of one group; its
+value is that restart's best dev score. Only the sweep's driver process opens
+the storage (the searcher and the scheduler both run there), so SQLite is safe.
+
+Everything here uses Optuna's public API (`ask`, `tell`, `Trial.report`,
+`Trial.should_prune`, the storage's id look-ups), so no Optuna internals are pinned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator.space import FloatRange, IntRange, SearchSpace
+
+STORAGE_FILE = "optuna.db"
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from the sweep, not from Optuna
+
+
+def storage_url(out_dir: Path) -> str:
+    return f"sqlite:///{Path(out_dir).resolve() / STORAGE_FILE}"
+
+
+def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    spec = space.pruner
+    if spec.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.startup, n_warmup_steps=spec.warmup_epochs, interval_steps=spec.interval
+        )
+    if spec.type == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.min_resource,
+            reduction_factor=spec.reduction_factor,
+            min_early_stopping_rate=spec.min_early_stopping_rate,
+        )
+    if spec.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource, max_resource=space.epochs, reduction_factor=spec.reduction_factor
+        )
+    return optuna.pruners.NopPruner()
+
+
+def build_sampler(space: SearchSpace, group: str, number: int) -> optuna.samplers.BaseSampler:
+    """A sampler seeded by (seed, group, configuration number): a resumed sweep, which builds a fresh
+    sampler, proposes exactly what the interrupted one would have."""
+    spec = space.sampler
+    seed_parts = [getattr(spec, "seed", 0), list(space.groups).index(group), number]
+    seed = int(np.random.SeedSequence(seed_parts).generate_state(1)[0])
+    if spec.type == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=spec.startup, seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid configurations are enqueued, so never sampled
+
+
+class Studies:
+    """Opens the groups' studies lazily; holds no state that is not in the storage, so it pickles to its URL."""
+
+    def __init__(self, url: str, space: SearchSpace):
+        self.url = url
+        self.space = space
+        self.direction = "maximize" if space.metric.mode == "max" else "minimize"
+        self._storage: optuna.storages.BaseStorage | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_storage": None}
+
+    @property
+    def storage(self) -> optuna.storages.BaseStorage:
+        if self._storage is None:
+            self._storage = optuna.storages.RDBStorage(self.url)
+        return self._storage
+
+    def create_all(self) -> None:
+        """Creates the storage and every study up front, in the driver (SQLite schema creation races otherwise)."""
+        for group in self.space.groups:
+            optuna.create_study(study_name=group, storage=self.storage, direction=self.direction, load_if_exists=True)
+
+    def study(self, group: str, number: int = 0) -> optuna.Study:
+        return optuna.load_study(
+            study_name=group,
+            storage=self.storage,
+            sampler=build_sampler(self.space, group, number),
+            pruner=build_pruner(self.space),
+        )
+
+    def ask(self, group: str) -> tuple[int, dict[str, Any]]:
+        """A new configuration of `group`: (number, axis values). Grid points are enqueued in file order,
+        skipping those an earlier (interrupted) session already asked for."""
+        study = self.study(group, number=len(self.study(group).get_trials(deepcopy=False)))
+        axes = self.space.group_axes(group)
+        if self.space.sampler.type == "grid":
+            taken = [trial.params for trial in study.trials]
+            remaining = [point for point in self.space.grid(group) if point not in taken]
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if remaining and not waiting:
+                study.enqueue_trial(remaining[0])
+        trial = study.ask()
+        params = {key: suggest(trial, key, axis) for key, axis in axes.items()}
+        return trial.number, params
+
+    def trial_id(self, group: str, number: int) -> int:
+        study_id = self.storage.get_study_id_from_name(group)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def frozen(self, group: str, number: int) -> optuna.trial.FrozenTrial:
+        return self.storage.get_trial(self.trial_id(group, number))
+
+    def state(self, group: str, number: int) -> TrialState:
+        return self.frozen(group, number).state
+
+    def report_and_check(self, group: str, number: int, epoch: int, value: float, check: bool = True) -> bool:
+        """Feeds one epoch's dev score to the configuration's Optuna trial; True if `check` and its pruner
+        says stop. A step reported twice (a trial resumed from an older checkpoint) keeps its first value."""
+        if self.state(group, number) != TrialState.RUNNING:
+            return False
+        trial = optuna.trial.Trial(self.study(group), self.trial_id(group, number))
+        if epoch not in self.frozen(group, number).intermediate_values:
+            trial.report(value, step=epoch)
+        return check and trial.should_prune()
+
+    def pruned(self, meta: dict) -> bool:
+        """Whether a Tune trial (by its config's sweep metadata) was stopped by the pruner."""
+        return meta["restart"] == 0 and self.state(meta["group"], meta["number"]) == TrialState.PRUNED
+
+    def tell(self, group: str, number: int, state: TrialState, value: float | None = None) -> None:
+        """Finishes a configuration's Optuna trial once; later calls for the same trial do nothing."""
+        if self.state(group, number) != TrialState.RUNNING:
+            return
+        study = self.study(group)
+        if state == TrialState.COMPLETE:
+            study.tell(number, value)
+        else:
+            study.tell(number, state=state)
+
+    def running_configurations(self, group: str) -> list[tuple[int, dict[str, Any]]]:
+        """Configurations asked for but never finished (e.g. by a session that was killed)."""
+        study = self.study(group)
+        return [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+    def best_intermediate(self, group: str, number: int) -> float | None:
+        values = list(self.frozen(group, number).intermediate_values.values())
+        if not values:
+            return None
+        return max(values) if self.direction == "maximize" else min(values)
+
+
+def suggest(trial: optuna.Trial, key: str, axis: Any) -> Any:
+    if isinstance(axis, list):
+        return trial.suggest_categorical(key, axis)
+    if isinstance(axis, IntRange):
+        return trial.suggest_int(key, axis.low, axis.high, step=axis.step, log=axis.log)
+    assert isinstance(axis, FloatRange)
+    return trial.suggest_float(key, axis.low, axis.high, log=axis.distribution == "loguniform")

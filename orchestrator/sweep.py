@@ -1,0 +1,395 @@
+"""`python -m orchestrator.sweep SPACE.yaml`: run a search space on Ray Tune, track it in MLflow, fill the table.
+
+Top to bottom: validate the space, set up the output directory (or find the
+interrupted sweep in it), MLflow experiment and parent run, Ray, the Optuna
+studies; run the trials (RestartSearcher proposes, OptunaPruningScheduler
+prunes, callbacks track and print); then choose per row on dev, score the
+choices on test, and write the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.space import SearchSpace, SpaceError, describe_axis, load_space, validated_flat_config
+
+STATE_FILE = "sweep.json"  # what a resumed sweep must agree with: the space, the tracking store, the runs
+TUNE_DIR = "ray"  # the Tune experiment inside the storage path
+
+EPILOG = """\
+examples:
+  python -m orchestrator.sweep search_spaces/ner.yaml                 # local Ray sized to this machine
+  python -m orchestrator.sweep search_spaces/ner.yaml --dry-run       # list the trials, run nothing
+  python -m orchestrator.sweep search_spaces/smoke.yaml --out /tmp/smoke
+  python -m orchestrator.sweep search_spaces/ner.yaml --address auto --storage s3://bucket/sweeps   # on a cluster
+  python -m orchestrator.sweep search_spaces/ner_paper.yaml --set base.data.train_path=/data/deu.train ...
+
+Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once stops it
+cleanly): finished trials are not run again and no MLflow run is duplicated. The output directory
+holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db and the
+Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
+Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options,
+130 interrupted.
+"""
+
+
+class SweepSetupError(RuntimeError):
+    """Options that contradict the output directory's sweep (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep",
+        description="Hyper-parameter sweep of the Goyal et al. (2017) training procedures: Ray Tune trials, "
+        "Optuna sampling and pruning, one MLflow run per restart, best-dev selection and test scoring per row.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("space", type=Path, help="search-space YAML (see search_spaces/)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: ./sweeps/NAME, NAME from the space)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a search-space field by dotted path, e.g. base.data.train_path=/data/deu.train or "
+        "restarts=1 (repeatable; VALUE is YAML)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the trials that would run, then exit")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an interrupted sweep in --out and continue it (rerunning without the flag also resumes)",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster ('auto', HOST:PORT or ray://HOST:10001) instead of starting a local Ray",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="where Ray Tune keeps trial checkpoints (default: the output directory); must be shared "
+        "storage (s3://, gs://, an NFS path) on a multi-node cluster",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="trials running at once (default: the space's max_concurrent, else what the cluster's CPUs/GPUs hold)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="retry a failed trial this many times from its last checkpoint (use >= 1 where nodes can vanish)",
+    )
+    parser.add_argument(
+        "--no-test",
+        action="store_true",
+        help="choose on dev but do not score on test (the test split need not exist); rerun without it later",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        space = load_space(args.space, args.overrides)
+    except SpaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(plan_text(space, args.space))
+        return 0
+    out_dir = (args.out or Path("sweeps") / space.name).expanduser().resolve()
+    try:
+        return run_sweep(space, args, out_dir)
+    except SweepSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to resume the sweep in {out_dir}", file=sys.stderr)
+        return 130
+
+
+def plan_text(space: SearchSpace, path: Path) -> str:
+    """The --dry-run listing: every trial of a grid, the axes of a random/TPE search, the rows."""
+    restarts = f"{space.restarts} restart(s) (seeds {space.seed}..{space.seed + space.restarts - 1})"
+    lines = [
+        f"search space {space.name} ({path}): task {space.task}, {space.epochs} epochs per trial, {restarts}",
+        f"sampler {space.sampler.model_dump_json()}; pruner {space.pruner.model_dump_json()}",
+        f"metric {space.metric.name} ({space.metric.mode}); per trial {space.resources.cpus:g} CPU, "
+        f"{space.resources.gpus:g} GPU; at once: {space.max_concurrent or 'as many as fit'}",
+    ]
+    if space.description:
+        lines.append(space.description.strip())
+    total = 0
+    for group in space.groups:
+        count = space.planned_configurations(group)
+        total += count
+        fixed = ", ".join(f"{k}={v}" for k, v in space.groups[group].fixed.items()) or "-"
+        lines.append(f"\ngroup {group}: {count} configuration(s) x {space.restarts} restart(s); fixed: {fixed}")
+        if space.sampler.type == "grid":
+            for number, params in enumerate(space.grid(group)):
+                setting = ", ".join(f"{k}={v}" for k, v in params.items()) or "(fixed fields only)"
+                keys = ", ".join(f"r{r}" for r in range(space.restarts))
+                lines.append(f"  {group}-{number:03d}  {setting}   trials {keys}")
+        else:
+            for key, axis in space.group_axes(group).items():
+                lines.append(f"  {key}: {describe_axis(axis)}  ({space.sampler.type})")
+    lines.append("\nrows:")
+    for row_id, row in space.rows.items():
+        where = ", ".join(f"{k}={v}" for k, v in row.where.items())
+        lines.append(f"  table {row.table}  {row_id:<24} {row.label}  <- {where}")
+    lines.append(
+        f"\n{total} configuration(s), at most {total * space.restarts} trial(s) "
+        "(a pruned configuration runs only its first restart)"
+    )
+    return "\n".join(lines)
+
+
+def load_state(out_dir: Path) -> dict | None:
+    path = out_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_state(out_dir: Path, state: dict) -> None:
+    partial = out_dir / (STATE_FILE + ".partial")
+    partial.write_text(json.dumps(state, indent=2) + "\n")
+    partial.replace(out_dir / STATE_FILE)
+
+
+def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> int:
+    from orchestrator import tracking
+
+    started = time.monotonic()
+    state = load_state(out_dir)
+    if args.resume and state is None:
+        raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
+    tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri, out_dir)
+    storage = args.storage or str(out_dir)
+    if state is not None:
+        if state["fingerprint"] != space.fingerprint():
+            raise SweepSetupError(
+                f"{out_dir} holds a sweep of another search space (or other --set values); a resumed sweep "
+                "cannot change which trials run. Use a new --out, or restore the space file."
+            )
+        if state["tracking_uri"] != tracking_uri:
+            raise SweepSetupError(f"{out_dir} tracks to {state['tracking_uri']}, not {tracking_uri}")
+        if state["storage"] != storage:
+            raise SweepSetupError(f"{out_dir} keeps its trials in {state['storage']}, not {storage}")
+        print(f"resuming the sweep in {out_dir}", flush=True)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        experiment_id = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
+        parent = tracking.start_parent_run(tracking_uri, experiment_id, space, args.space, out_dir)
+        state = {
+            "space_file": str(args.space),
+            "fingerprint": space.fingerprint(),
+            "tracking_uri": tracking_uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+            "storage": storage,
+        }
+        save_state(out_dir, state)
+    tracking.set_run_status(tracking_uri, state["parent_run_id"], "RUNNING")
+
+    outcomes, studies = run_trials(space, args, out_dir, state)
+    missing = unfinished(space, studies, outcomes)
+    if missing:
+        tracking.set_run_status(tracking_uri, state["parent_run_id"], "KILLED")
+        print(f"\nsweep interrupted ({missing}); rerun the same command to resume it in {out_dir}", file=sys.stderr)
+        return 130
+    return select_and_report(space, args, out_dir, state, outcomes, time.monotonic() - started)
+
+
+def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict):
+    """Runs (or resumes) the Tune experiment; returns every trial's Outcome and the Optuna studies."""
+    import ray
+    from ray import tune
+
+    from orchestrator.progress import TrialLines
+    from orchestrator.pruning import OptunaPruningScheduler
+    from orchestrator.searcher import RestartSearcher
+    from orchestrator.studies import Studies, storage_url
+    from orchestrator.tracking import MlflowTrials
+    from orchestrator.trainable import run_trial, trial_dirname, trial_name
+
+    # The sweep prints one line per trial; Tune's tables would bury them. A forced experiment snapshot after
+    # every trial checkpoint (num_to_keep=1) is what keeps a resumed sweep consistent, so do not warn about it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    studies = Studies(storage_url(out_dir), space)
+    studies.create_all()
+    owns_ray = connect_ray(args.address)
+    try:
+        resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
+        trainable = tune.with_resources(run_trial, resources)
+        experiment = f"{state['storage'].rstrip('/')}/{TUNE_DIR}"
+        if tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
+            tracker = MlflowTrials(
+                state["tracking_uri"], state["experiment_id"], state["parent_run_id"], space, studies
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=space.metric.name,
+                    mode=space.metric.mode,
+                    search_alg=RestartSearcher(space, studies, concurrency),
+                    scheduler=OptunaPruningScheduler(studies),
+                    num_samples=-1,  # the searcher says when it is finished
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=TUNE_DIR,
+                    storage_path=state["storage"],
+                    verbose=0,
+                    callbacks=[tracker, TrialLines(studies, space.metric.name)],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # it holds best.pt and last.pt
+                    failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                ),
+            )
+            print(f"running up to {concurrency} trial(s) at once; output in {out_dir}", flush=True)
+        results = tuner.fit()
+        return collect_outcomes(results, space, studies), studies
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def connect_ray(address: str | None) -> bool:
+    """Starts a local Ray sized to this machine, or joins `address`; False if Ray was already up (a test's)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
+    return True
+
+
+def fitting_trials(space: SearchSpace) -> int:
+    import ray
+
+    available = ray.cluster_resources()
+    fits = math.floor(available.get("CPU", 0) / space.resources.cpus)
+    if space.resources.gpus > 0:
+        fits = min(fits, math.floor(available.get("GPU", 0) / space.resources.gpus))
+    return max(1, fits)
+
+
+def collect_outcomes(results, space: SearchSpace, studies) -> list:
+    from orchestrator.selection import Outcome
+
+    outcomes = []
+    metric = space.metric.name
+    for result in results:
+        config = result.config
+        meta = config["sweep"]
+        if result.error is not None:
+            status = "FAILED"
+        elif not result.metrics.get("done"):
+            status = "UNFINISHED"
+        else:
+            status = "PRUNED" if studies.pruned(meta) else "COMPLETE"
+        outcome = Outcome(
+            key=meta["key"],
+            group=meta["group"],
+            config_id=meta["config_id"],
+            restart=meta["restart"],
+            seed=config["trainer"]["seed"],
+            params=meta["params"],
+            rows=space.rows_of(validated_flat_config(config["trainer"], f"trial {meta['key']}")),
+            state=status,
+            epochs=int(result.metrics.get("epoch") or 0),
+            checkpoint=result.checkpoint,
+            checkpoint_dir=result.checkpoint.path if result.checkpoint is not None else None,
+        )
+        frame = result.metrics_dataframe
+        if frame is not None and metric in frame and frame[metric].notna().any():
+            series = frame[metric].dropna()
+            best_index = series.idxmax() if space.metric.mode == "max" else series.idxmin()
+            outcome.best_dev = float(series[best_index])
+            outcome.best_epoch = int(frame.loc[best_index, "epoch"])
+        outcomes.append(outcome)
+    return outcomes
+
+
+def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
+    """'' when every planned trial has finished; else what is missing (the sweep was interrupted)."""
+    open_trials = sum(o.state == "UNFINISHED" for o in outcomes)
+    if open_trials:
+        return f"{open_trials} trial(s) unfinished"
+    finished_restarts: dict[str, int] = {}
+    for outcome in outcomes:
+        finished_restarts[outcome.config_id] = finished_restarts.get(outcome.config_id, 0) + 1
+    for group in space.groups:
+        trials = studies.study(group).get_trials(deepcopy=False)
+        if len(trials) < space.planned_configurations(group):
+            return f"group {group}: {len(trials)} of {space.planned_configurations(group)} configurations started"
+        for trial in trials:
+            expected = space.restarts if trial.state.name == "COMPLETE" else 1
+            cid = f"{group}-{trial.number:03d}"
+            if trial.state.name in ("RUNNING", "WAITING") or finished_restarts.get(cid, 0) < expected:
+                return f"configuration {cid} not finished"
+    return ""
+
+
+def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, seconds: float) -> int:
+    from orchestrator import selection, tracking
+
+    choices = selection.choose(space, outcomes)  # dev scores only: nothing has read the test split
+    scores = None
+    if not args.no_test:
+        from trainer import evaluate_checkpoint
+
+        scores = selection.score_on_test(
+            choices, out_dir, evaluate=lambda path: evaluate_checkpoint(path, split="test", log=lambda _: None)
+        )
+    rows = selection.summary_rows(space, choices, scores)
+    metric = next((s["metric"] for s in (scores or {}).values()), space.metric.name.removeprefix("dev_"))
+    table = selection.markdown_table(rows, metric, test_scored=scores is not None)
+    meta = {
+        "space": state["space_file"],
+        "name": space.name,
+        "metric": metric,
+        "selection": "per row: best configuration by mean dev over its finished restarts, then its best restart",
+        "test_scored": scores is not None,
+        "trials": [selection.outcome_dict(o) for o in outcomes],
+    }
+    files = selection.write_summary(out_dir, rows, table, meta)
+    tracking.log_selection(state, choices, scores, rows, files)
+    pruned = sum(o.state == "PRUNED" for o in outcomes)
+    failed = sum(o.state == "FAILED" for o in outcomes)
+    print(f"\n{len(outcomes)} trials ({pruned} pruned, {failed} failed); this session took {seconds / 60:.1f} min")
+    print(f"\n{table}\n")
+    print(f"wrote {', '.join(str(p) for p in files)}")
+    print(tracking.ui_hint(state["tracking_uri"], state["experiment_id"]))
+    return 0 if all(choice.outcome is not None for choice in choices.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

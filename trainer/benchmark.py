@@ -1,0 +1,150 @@
+"""`python -m trainer.benchmark memory`: memory of one MT training step per procedure, as ratios to `ce`.
+
+At vocabulary 32000 the soft procedures keep a (B, V) softmax alive for backward at
+every decoder step, B×T×V in all (METHOD.md: about 0.4 GB at B=64, T=50 in
+float32); `procedure.soft_top_k` keeps k of the V entries. This measures one
+forward + backward pass on random token ids at a given vocabulary, batch and length
+(the optimizer step is left out: its state is the same for every procedure), every
+position fed the model's own choice (ε = 0, the most the soft path can hold), α = 1.
+
+Each row runs in a fresh process, so that no row inherits another's allocator state:
+  saved MB  the tensors autograd keeps for backward at the end of the forward pass
+            (parameters excluded, shared storage counted once); exact, any device.
+  peak MB   CUDA: torch.cuda.max_memory_allocated during the step, less what was
+            allocated before it. CPU: the process's peak resident set (ru_maxrss)
+            less its resident set before the step; approximate, since the C allocator
+            may reuse memory freed earlier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from trainer.config import PROCEDURES, MtModelConfig
+from trainer.feedback import SOFT_PROCEDURES, FeedbackPolicy
+from trainer.model import build_mt_model
+from trainer.train import resolve_device
+from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def measure_step(
+    procedure: str, top_k: int | None, vocab: int, batch: int, length: int, hidden: int, device: torch.device
+) -> dict:
+    """One forward + backward pass of the MT model; returns saved and peak bytes and the seconds it took."""
+    torch.manual_seed(0)
+    words = Vocabulary([PAD, UNK, BOS, EOS] + [f"w{i}" for i in range(vocab - 4)])
+    sizes = MtModelConfig(embedding_dim=hidden, encoder_hidden=hidden, decoder_hidden=hidden, attention_dim=hidden)
+    model = build_mt_model(sizes, words, words).to(device)
+    src = torch.randint(4, vocab, (batch, length), device=device)
+    targets = torch.randint(4, vocab, (batch, length), device=device)
+    src_lengths = torch.full((batch,), length)
+    feedback = FeedbackPolicy(procedure, model.excluded_ids, top_k)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _resident_bytes()
+    started = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        _, loss = model(src, src_lengths, targets, feedback, gold_probability=0.0, alpha=1.0)
+    saved_bytes = sum(saved.values())
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss is in KiB on Linux
+    return {"saved_bytes": saved_bytes, "peak_bytes": peak, "seconds": time.perf_counter() - started}
+
+
+def _rows(top_k: int | None, procedures: list[str]) -> list[tuple[str, int | None]]:
+    rows = [(p, None) for p in procedures]
+    if top_k is not None:
+        rows += [(p, top_k) for p in procedures if p in SOFT_PROCEDURES]
+    return rows
+
+
+def memory_table(args: argparse.Namespace) -> list[str]:
+    device = resolve_device(args.device)
+    results = []
+    for procedure, top_k in _rows(args.top_k, args.procedures):
+        command = [
+            sys.executable, "-m", "trainer.benchmark", "step", procedure, "--top-k", str(top_k or 0),
+            "--vocab", str(args.vocab), "--batch", str(args.batch), "--length", str(args.length),
+            "--hidden", str(args.hidden), "--device", device.type,
+        ]  # fmt: skip
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-2000:]}")
+        results.append((procedure, top_k, json.loads(finished.stdout.strip().splitlines()[-1])))
+    base = next(r for p, k, r in results if p == "ce" and k is None) if "ce" in args.procedures else None
+    lines = [
+        f"# one training step (forward + backward) of the MT model: {args.hidden} units, vocabulary {args.vocab}, "
+        f"batch {args.batch}, source and target length {args.length}, device {device.type}, ε=0, α=1",
+        f"# saved = tensors kept for backward; peak = {'max_memory_allocated' if device.type == 'cuda' else 'RSS'} "
+        "increase over the step; ratios are to ce in this run",
+        f"{'procedure':<12} {'top_k':>6} {'saved MB':>9} {'x ce':>6} {'peak MB':>9} {'x ce':>6} {'seconds':>8}",
+    ]
+    for procedure, top_k, r in results:
+        saved_ratio = f"{r['saved_bytes'] / base['saved_bytes']:.2f}" if base else "-"
+        peak_ratio = f"{r['peak_bytes'] / base['peak_bytes']:.2f}" if base else "-"
+        lines.append(
+            f"{procedure:<12} {top_k or '-':>6} {r['saved_bytes'] / 2**20:>9.1f} {saved_ratio:>6} "
+            f"{r['peak_bytes'] / 2**20:>9.1f} {peak_ratio:>6} {r['seconds']:>8.2f}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.benchmark", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    memory = commands.add_parser("memory", help="peak memory of one training step per procedure (ratios to ce)")
+    memory.add_argument("--task", choices=("mt",), default="mt", help="task whose model is measured (mt)")
+    memory.add_argument("--procedures", nargs="+", choices=PROCEDURES, default=list(PROCEDURES))
+    memory.add_argument("--top-k", type=int, default=100, help="also measure the soft procedures with this soft_top_k")
+    memory.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    step = commands.add_parser("step", help="(internal) measure one row in this process and print JSON")
+    step.add_argument("procedure", choices=PROCEDURES)
+    step.add_argument("--top-k", type=int, default=0, help="0: no truncation")
+    for command in (memory, step):
+        command.add_argument("--vocab", type=int, default=32000, help="target and source vocabulary (paper: 32000)")
+        command.add_argument("--batch", type=int, default=64, help="sentences per batch")
+        command.add_argument("--length", type=int, default=50, help="source and target tokens per sentence")
+        command.add_argument("--hidden", type=int, default=256, help="embedding, LSTM and attention units (paper: 256)")
+        command.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = parser.parse_args(argv)
+    if args.command == "step":
+        device = resolve_device(args.device)
+        print(json.dumps(measure_step(args.procedure, args.top_k or None, args.vocab, args.batch, args.length,
+                                      args.hidden, device)))  # fmt: skip
+        return 0
+    if args.smoke:
+        args.vocab, args.batch, args.length, args.hidden, args.top_k = 500, 4, 6, 16, 10
+    print("\n".join(memory_table(args)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

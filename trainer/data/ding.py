@@ -1,0 +1,229 @@
+"""German→English sentence pairs from the Ding dictionary (Debian package `trans-de-en`), the real
+MT data this project trains on by default (the paper's IWSLT14 cannot be downloaded here; METHOD.md).
+
+The dictionary (`/usr/share/trans/de-en`) has one entry per line,
+
+    DE sub-entry | DE sub-entry :: EN sub-entry | EN sub-entry
+
+sub-entries aligned by " | ", alternatives within one separated by "; ", with
+annotations such as {f}, [ugs.], [coll.]. Most entries are words or phrases; a
+few tens of thousands of sub-entries are example sentences. The extraction:
+
+1. For every aligned sub-entry, take the first alternative of each side and drop
+   the {...} and [...] annotations.
+2. Keep it as a sentence pair when both sides end in . ! or ? (a closing quote may
+   follow), both start with an upper-case letter, both have at least two words,
+   and neither holds a dictionary placeholder (etw. jdm. jdn. jds. jd. sth. sb.).
+3. Normalise typographic quotes to ASCII, tokenize both sides with sacrebleu's 13a
+   tokenizer (mteval-v13a, close to the Moses tokenizer of the IWSLT14 scripts),
+   and lowercase: the same form as the paper's data.
+4. Keep the first pair of each German sentence.
+
+The split is by a hash of the German side as written, so it never depends on the
+machine, on Python's hash seed or on the order of the file: sha256(German line)
+mod 100 in 0-4 -> test, 5-9 -> valid, 10-99 -> train (about 5/5/90 %). A sentence
+keeps its split across dictionary versions; the set of sentences follows the
+version, which `manifest.json` records. Debian bookworm's trans-de-en 1.9-6
+(dictionary "devel 2023-01-30") gives 17,940 / 949 / 1,032 pairs (train / valid / test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+from trainer.data.fetch import FetchError, _write_atomically
+from trainer.progress import log_line
+
+PACKAGE = "trans-de-en"
+INSTALLED_DICTIONARY = Path("/usr/share/trans/de-en")
+DICTIONARY_MEMBER = "usr/share/trans/de-en"
+EXTRACTION_VERSION = 1  # bump when the rules above change, so cached splits are rebuilt
+SPLITS = ("train", "valid", "test")
+
+NO_PACKAGE_HELP = (
+    "Without the package, train on your own parallel text: set data.dataset: files and data.path: a folder "
+    "with train.de, train.en, valid.de, valid.en, test.de, test.en (tokenized, one sentence per line). "
+    "Or copy the Ding dictionary file (de-en, https://dict.tu-chemnitz.de/) to {cached} and fetch again."
+)
+
+_ANNOTATION = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
+_SENTENCE_END = re.compile(r"[.!?][\"'“”»«]*$")
+_PLACEHOLDER = re.compile(r"\b(etw|jdm|jdn|jds|jd|sth|sb)\.(?!\w)")
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "»": '"', "«": '"'})
+_tokenize = Tokenizer13a()
+
+
+def ding_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "ding_de_en"
+
+
+def ding_files(data_dir: Path) -> dict[str, Path]:
+    folder = ding_dir(data_dir)
+    return {f"{split}.{lang}": folder / f"{split}.{lang}" for split in SPLITS for lang in ("de", "en")}
+
+
+def _clean(alternatives: str) -> str:
+    first = alternatives.split("; ")[0]
+    return re.sub(r"\s+", " ", _ANNOTATION.sub("", first)).strip()
+
+
+def _starts_upper(text: str) -> bool:
+    letter = re.search(r"\w", text)
+    return letter is not None and letter.group().isupper()
+
+
+def _is_sentence(text: str) -> bool:
+    return (
+        _SENTENCE_END.search(text) is not None
+        and _starts_upper(text)
+        and len(text.split()) >= 2
+        and _PLACEHOLDER.search(text) is None
+    )
+
+
+def normalise(text: str) -> str:
+    """Tokenized, lowercased, as the IWSLT14 preparation leaves text."""
+    return _tokenize(text.translate(_QUOTES)).lower()
+
+
+def sentence_pairs(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(German, English) sentence pairs of a Ding dictionary, normalised, first pair per German sentence."""
+    seen = set()
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith("#") or " :: " not in line:
+            continue
+        german, english = line.split(" :: ", 1)
+        german_subs, english_subs = german.split(" | "), english.split(" | ")
+        if len(german_subs) != len(english_subs):
+            continue
+        for german_sub, english_sub in zip(german_subs, english_subs, strict=True):
+            de, en = _clean(german_sub), _clean(english_sub)
+            if not (_is_sentence(de) and _is_sentence(en)):
+                continue
+            de, en = normalise(de), normalise(en)
+            if de not in seen:
+                seen.add(de)
+                yield de, en
+
+
+def split_of(german: str) -> str:
+    """test / valid / train from sha256 of the German line: fixed across machines and runs."""
+    bucket = int(hashlib.sha256(german.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "test" if bucket < 5 else "valid" if bucket < 10 else "train"
+
+
+def _dictionary_version(path: Path) -> str:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            if line.startswith("# Version ::"):
+                return line.split("::", 1)[1].strip()
+    return "unknown"
+
+
+def _members_of_deb(deb: Path) -> tarfile.TarFile:
+    """The data archive of a .deb. dpkg-deb reads every compression Debian and Ubuntu use (xz, zstd);
+    without it, the ar container is read here (xz, gzip, bzip2 only)."""
+    if shutil.which("dpkg-deb"):
+        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+        if result.returncode != 0:
+            raise FetchError(f"dpkg-deb could not read {deb}: {result.stderr.decode(errors='replace').strip()}")
+        return tarfile.open(fileobj=io.BytesIO(result.stdout))
+    content = deb.read_bytes()
+    if not content.startswith(b"!<arch>\n"):
+        raise FetchError(f"{deb} is not a Debian package (no ar header)")
+    offset = 8
+    while offset + 60 <= len(content):
+        header = content[offset : offset + 60]
+        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
+        body = content[offset + 60 : offset + 60 + size]
+        if name.startswith("data.tar"):
+            try:
+                return tarfile.open(fileobj=io.BytesIO(body))
+            except tarfile.ReadError:
+                raise FetchError(f"{deb}: cannot read {name} without dpkg-deb (install dpkg)") from None
+        offset += 60 + size + (size % 2)
+    raise FetchError(f"{deb}: no data archive inside")
+
+
+def _download_dictionary(cached: Path, log) -> None:
+    """`apt-get download trans-de-en` (no root needed, nothing installed) and unpack the dictionary file."""
+    if shutil.which("apt-get") is None:
+        message = f"{PACKAGE} is not installed and apt-get is not available. "
+        raise FetchError(message + NO_PACKAGE_HELP.format(cached=cached))
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"Downloading the Debian package {PACKAGE} (about 6 MB, once) ...")
+        result = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
+        debs = sorted(Path(tmp).glob(f"{PACKAGE}_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise FetchError(
+                f"`apt-get download {PACKAGE}` failed: {result.stderr.strip()[-1000:]}\n"
+                "If the package is unknown, run `apt-get update` first. " + NO_PACKAGE_HELP.format(cached=cached)
+            )
+        with _members_of_deb(debs[0]) as archive:
+            member = next((m for m in archive.getmembers() if m.name.lstrip("./") == DICTIONARY_MEMBER), None)
+            if member is None:
+                raise FetchError(f"{debs[0].name} holds no {DICTIONARY_MEMBER}")
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(cached, archive.extractfile(member).read())
+
+
+def locate_dictionary(data_dir: Path, log=log_line) -> Path:
+    """The installed package's file, else a copy in the data directory, else download the package."""
+    if INSTALLED_DICTIONARY.exists():
+        return INSTALLED_DICTIONARY
+    cached = ding_dir(data_dir) / "source" / "de-en"
+    if not cached.exists():
+        _download_dictionary(cached, log)
+    return cached
+
+
+def extract(dictionary: Path, folder: Path) -> dict:
+    """Writes train/valid/test .de/.en and manifest.json into `folder`; returns the manifest."""
+    splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+    with dictionary.open(encoding="utf-8") as handle:
+        for de, en in sentence_pairs(handle):
+            splits[split_of(de)].append((de, en))
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, pairs in splits.items():
+        _write_atomically(folder / f"{split}.de", "".join(de + "\n" for de, _ in pairs).encode("utf-8"))
+        _write_atomically(folder / f"{split}.en", "".join(en + "\n" for _, en in pairs).encode("utf-8"))
+    manifest = {
+        "source": str(dictionary),
+        "dictionary_version": _dictionary_version(dictionary),
+        "dictionary_sha256": hashlib.sha256(dictionary.read_bytes()).hexdigest(),
+        "extraction_version": EXTRACTION_VERSION,
+        "split_rule": "sha256(German line) mod 100: 0-4 test, 5-9 valid, 10-99 train",
+        "pairs": {split: len(pairs) for split, pairs in splits.items()},
+    }
+    _write_atomically(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def fetch_ding_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
+    """train/valid/test .de/.en files of the Ding sentence pairs; extracted once into the data directory."""
+    folder = ding_dir(data_dir)
+    files = ding_files(data_dir)
+    manifest_path = folder / "manifest.json"
+    if manifest_path.exists() and all(p.exists() for p in files.values()):
+        if json.loads(manifest_path.read_text()).get("extraction_version") == EXTRACTION_VERSION:
+            return files
+    dictionary = locate_dictionary(data_dir, log)
+    log(f"Extracting German-English sentence pairs from {dictionary} into {folder} ...")
+    manifest = extract(dictionary, folder)
+    counts = ", ".join(f"{split} {n}" for split, n in manifest["pairs"].items())
+    log(f"Ding de-en (dictionary {manifest['dictionary_version']}) ready: {counts} pairs")
+    return files
