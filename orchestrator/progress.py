@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -11,9 +12,10 @@ from orchestrator.studies import Studies
 
 
 class TrialLines(Callback):
-    def __init__(self, studies: Studies, metric: str):
+    def __init__(self, studies: Studies):
         self.studies = studies
-        self.metric = metric
+        self.metric = studies.space.metric.name
+        self.mode = studies.space.metric.mode
         self._started: dict[str, float] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -21,15 +23,14 @@ class TrialLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         meta = trial.config["sweep"]
-        result = trial.last_result
-        epoch = result.get("epoch", 0)
-        last = result.get(self.metric)
-        score = f" ({self.metric} {last:.2f})" if last is not None else ""
+        epoch = trial.last_result.get("epoch", 0)
+        best = trial.metric_analysis.get(self.metric, {}).get(self.mode)
+        score = f" (best {self.metric} {best:.2f})" if best is not None else ""
         pruned = self.studies.pruned(meta)
         self._line(trial, f"PRUNED at epoch {epoch}{score}" if pruned else f"done after epoch {epoch}{score}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, f"FAILED: see {trial.error_file}")
+        self._line(trial, f"FAILED: see {os.path.join(trial.path, 'error.txt')}")
 
     def _line(self, trial, what: str) -> None:
         started = self._started.pop(trial.trial_id, None)

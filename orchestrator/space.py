@@ -249,8 +249,9 @@ class SearchSpace(StrictModel):
         return [dict(zip(axes, values, strict=True)) for values in combos]
 
     def planned_configurations(self, group: str) -> int:
-        if self.sampler.type == "grid":
-            return math.prod(len(values) for values in self.group_axes(group).values())
+        axes = self.group_axes(group)
+        if self.sampler.type == "grid" or not axes:  # a group without axes has one configuration
+            return math.prod(len(values) for values in axes.values())
         return self.sampler.samples
 
     def trainer_tree(self, group: str, params: dict[str, Any], restart: int) -> dict:

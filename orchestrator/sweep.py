@@ -5,6 +5,9 @@ interrupted sweep in it), MLflow experiment and parent run, Ray, the Optuna
 studies; run the trials (RestartSearcher proposes, OptunaPruningScheduler
 prunes, callbacks track and print); then choose per row on dev, score the
 choices on test, and write the summary.
+
+Ray, Optuna and MLflow are imported where they are first needed, so that
+--help, --dry-run and a bad search-space file answer within a second.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ examples:
   python -m orchestrator.sweep search_spaces/ner.yaml                 # local Ray sized to this machine
   python -m orchestrator.sweep search_spaces/ner.yaml --dry-run       # list the trials, run nothing
   python -m orchestrator.sweep search_spaces/smoke.yaml --out /tmp/smoke
-  python -m orchestrator.sweep search_spaces/ner.yaml --address auto --storage s3://bucket/sweeps   # on a cluster
+  python -m orchestrator.sweep search_spaces/ner.yaml --address auto --storage s3://bucket/sweeps  # on a cluster node
   python -m orchestrator.sweep search_spaces/ner_paper.yaml --set base.data.train_path=/data/deu.train ...
 
 Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once stops it
@@ -74,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--address",
         default=None,
-        help="join this Ray cluster ('auto', HOST:PORT or ray://HOST:10001) instead of starting a local Ray",
+        help="join this Ray cluster ('auto' on a cluster node, or HOST:PORT) instead of starting a local Ray; "
+        "Ray Client addresses (ray://) are refused, see deploy/README.md",
     )
     parser.add_argument(
         "--storage",
@@ -117,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(plan_text(space, args.space))
         return 0
+    if args.address and args.address.startswith("ray://"):
+        # Under Ray Client, Tune runs its loop (searcher, pruner, tracker) on the head node, away from the
+        # output directory, the Optuna storage and the SQLite store this process reads.
+        print(
+            "error: --address ray://... (Ray Client) is not supported; run the sweep on a cluster node, e.g. "
+            "ray job submit ... -- python -m orchestrator.sweep SPACE.yaml --address auto (deploy/README.md)",
+            file=sys.stderr,
+        )
+        return 2
     out_dir = (args.out or Path("sweeps") / space.name).expanduser().resolve()
     try:
         return run_sweep(space, args, out_dir)
@@ -210,13 +223,13 @@ def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> in
         save_state(out_dir, state)
     tracking.set_run_status(tracking_uri, state["parent_run_id"], "RUNNING")
 
-    outcomes, studies = run_trials(space, args, out_dir, state)
+    outcomes, studies, metric = run_trials(space, args, out_dir, state)
     missing = unfinished(space, studies, outcomes)
     if missing:
         tracking.set_run_status(tracking_uri, state["parent_run_id"], "KILLED")
         print(f"\nsweep interrupted ({missing}); rerun the same command to resume it in {out_dir}", file=sys.stderr)
         return 130
-    return select_and_report(space, args, out_dir, state, outcomes, time.monotonic() - started)
+    return select_and_report(space, args, out_dir, state, outcomes, metric, time.monotonic() - started)
 
 
 def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict):
@@ -242,10 +255,13 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
         trainable = tune.with_resources(run_trial, resources)
         experiment = f"{state['storage'].rstrip('/')}/{TUNE_DIR}"
+        concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
+        # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises
+        # them behind worker start-up. The searcher itself keeps to `concurrency`.
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(concurrency)
         if tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
         else:
-            concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
             tracker = MlflowTrials(
                 state["tracking_uri"], state["experiment_id"], state["parent_run_id"], space, studies
             )
@@ -257,6 +273,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                     search_alg=RestartSearcher(space, studies, concurrency),
                     scheduler=OptunaPruningScheduler(studies),
                     num_samples=-1,  # the searcher says when it is finished
+                    reuse_actors=True,  # saves a worker start (and a torch import) per trial
                     trial_name_creator=trial_name,
                     trial_dirname_creator=trial_dirname,
                 ),
@@ -264,14 +281,14 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                     name=TUNE_DIR,
                     storage_path=state["storage"],
                     verbose=0,
-                    callbacks=[tracker, TrialLines(studies, space.metric.name)],
+                    callbacks=[tracker, TrialLines(studies)],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # it holds best.pt and last.pt
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 ),
             )
             print(f"running up to {concurrency} trial(s) at once; output in {out_dir}", flush=True)
         results = tuner.fit()
-        return collect_outcomes(results, space, studies), studies
+        return collect_outcomes(results, space, studies), studies, task_metric(results, space)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -309,12 +326,13 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
     for result in results:
         config = result.config
         meta = config["sweep"]
+        epochs = int(result.metrics.get("epoch") or 0)
         if result.error is not None:
             status = "FAILED"
-        elif not result.metrics.get("done"):
-            status = "UNFINISHED"
-        else:
-            status = "PRUNED" if studies.pruned(meta) else "COMPLETE"
+        elif studies.pruned(meta):
+            status = "PRUNED"
+        else:  # (Tune's own 'done' flag does not survive a restored experiment)
+            status = "COMPLETE" if epochs >= space.epochs else "UNFINISHED"
         outcome = Outcome(
             key=meta["key"],
             group=meta["group"],
@@ -324,7 +342,7 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
             params=meta["params"],
             rows=space.rows_of(validated_flat_config(config["trainer"], f"trial {meta['key']}")),
             state=status,
-            epochs=int(result.metrics.get("epoch") or 0),
+            epochs=epochs,
             checkpoint=result.checkpoint,
             checkpoint_dir=result.checkpoint.path if result.checkpoint is not None else None,
         )
@@ -336,6 +354,15 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
             outcome.best_epoch = int(frame.loc[best_index, "epoch"])
         outcomes.append(outcome)
     return outcomes
+
+
+def task_metric(results, space: SearchSpace) -> str:
+    """The name the table shows: the task's metric (f1, bleu) when the space optimises dev_score."""
+    for result in results:
+        names = [k.removeprefix("dev_") for k in result.metrics if k.startswith("dev_") and k != "dev_score"]
+        if names:
+            return names[0] if space.metric.name == "dev_score" else space.metric.name.removeprefix("dev_")
+    return space.metric.name.removeprefix("dev_")
 
 
 def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
@@ -358,7 +385,7 @@ def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
     return ""
 
 
-def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, seconds: float) -> int:
+def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, metric: str, seconds: float) -> int:
     from orchestrator import selection, tracking
 
     choices = selection.choose(space, outcomes)  # dev scores only: nothing has read the test split
@@ -370,7 +397,6 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, s
             choices, out_dir, evaluate=lambda path: evaluate_checkpoint(path, split="test", log=lambda _: None)
         )
     rows = selection.summary_rows(space, choices, scores)
-    metric = next((s["metric"] for s in (scores or {}).values()), space.metric.name.removeprefix("dev_"))
     table = selection.markdown_table(rows, metric, test_scored=scores is not None)
     meta = {
         "space": state["space_file"],

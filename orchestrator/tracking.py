@@ -166,13 +166,16 @@ class MlflowTrials(Callback):
             tags["best_checkpoint"] = os.path.join(trial.checkpoint.path, "best.pt")
         for name, value in tags.items():
             self.client.set_tag(run_id, name, value)
+        metric = self.space.metric
+        best = trial.metric_analysis.get(metric.name, {}).get(metric.mode)
+        if best is not None:  # what selection ranks restarts by: one column to sort on in the UI
+            self.client.log_metric(run_id, f"best_{metric.name}", float(best))
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, "state", "FAILED")
-        if trial.error_file:
-            self.client.set_tag(run_id, "error_file", str(trial.error_file))
+        self.client.set_tag(run_id, "error_file", os.path.join(trial.path, "error.txt"))
         self.client.set_terminated(run_id, "FAILED")
 
 

@@ -10,6 +10,7 @@ server reachable from its GPU machines.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from ray import tune
 
 from trainer import parse_config, train
 
-RUN_DIR = "run"  # inside the trial's working directory
+RUN_DIR = "run_{trial_id}"  # in the worker's working directory; per trial, since workers are reused
 LOG_FILE = "train.log"  # the trainer's lines, kept with the checkpoint instead of flooding the sweep's console
 
 
@@ -25,12 +26,19 @@ def run_trial(config: dict) -> None:
     meta = config["sweep"]
     torch.set_num_threads(max(1, int(meta["cpus"])))
     trainer_config = parse_config(config["trainer"], source=f"trial {meta['key']}")
-    run_dir = Path.cwd() / RUN_DIR
+    run_dir = Path.cwd() / RUN_DIR.format(trial_id=tune.get_context().get_trial_id())
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(str(run_dir))
 
+    try:
+        _train(trainer_config, run_dir)
+    finally:  # every epoch is already in Tune's checkpoint (the sweep's storage); this copy is scratch
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _train(trainer_config, run_dir: Path) -> None:
     with (run_dir / LOG_FILE).open("a") as log_file:
 
         def log(line: str) -> None:

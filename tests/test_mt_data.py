@@ -3,7 +3,10 @@
 import io
 import json
 import lzma
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -109,8 +112,8 @@ def test_vocabulary_comes_from_the_training_split_only(files_task):
 
 def test_targets_end_with_the_end_of_sentence_symbol(files_task):
     batch = files_task.batches(files_task.read_split("train"), 2, shuffle=False)[0]
-    assert batch.targets.tolist() == [[files_task.target_vocab.index[t] for t in ("a", "house", ".", "</s>")],
-                                      [files_task.target_vocab.index[t] for t in ("a", "tree", ".", "</s>")]]  # fmt: skip
+    ids = files_task.target_vocab.encode
+    assert batch.targets.tolist() == [ids(["a", "house", ".", "</s>"]), ids(["a", "tree", ".", "</s>"])]
 
 
 def test_vocabulary_keeps_the_most_frequent_tokens_up_to_the_cap(tmp_path):
@@ -139,7 +142,7 @@ def test_extracts_aligned_sentence_sub_entries_normalised_like_iwslt():
     assert list(ding.sentence_pairs(DICTIONARY)) == [
         ("ich kann ihn nicht leiden .", "i can't bear him ."),
         ("wo ist der bahnhof ?", "where is the station ?"),
-        ('er sagte : "ja" .', 'he said : "yes" .'),
+        ('er sagte : " ja " .', 'he said : " yes " .'),
     ]
 
 
@@ -209,6 +212,24 @@ def test_fetch_downloads_the_package_with_apt_get_and_writes_split_files_and_man
     assert sum(manifest["pairs"].values()) == 3
     assert sum(len(files[f"{s}.de"].read_text().splitlines()) for s in ("train", "valid", "test")) == 3
     assert files["test.en"].read_text() == "where is the station ?\n"
+
+
+def test_fetch_command_extracts_into_the_data_dir_and_prints_the_files(tmp_path):
+    deb = make_deb(tmp_path / "trans-de-en_1_all.deb", "\n".join(DICTIONARY) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\ncp {deb} .\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer.data", "fetch", "ding_de_en", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split("\t") for line in result.stdout.splitlines() if "\t" in line)
+    assert set(printed) == {f"{s}.{lang}" for s in ("train", "valid", "test") for lang in ("de", "en")}
+    assert all(path.startswith(str(tmp_path / "data" / "ding_de_en")) for path in printed.values())
 
 
 def test_without_the_package_or_apt_get_the_error_says_how_to_use_own_files(tmp_path, monkeypatch):

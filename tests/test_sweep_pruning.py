@@ -1,0 +1,84 @@
+"""A pruner that must prune does: a configuration built to be worse (a learning rate too small to learn
+anything in five epochs) is stopped by Optuna's median pruner in Ray Tune, and shows as pruned everywhere."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+from sweep_helpers import dev_history, run_main, start_ray, summary, trial_runs, write_slices
+
+from orchestrator.studies import storage_url
+
+EPOCHS = 5
+WARMUP = 2
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = start_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_instance, conll2003_en, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pruning")
+    paths = write_slices(conll2003_en, root / "data")
+    space = {
+        "name": "pruning",
+        "base": {
+            "data": {"dataset": "files", **{f"{split}_path": str(path) for split, path in paths.items()}},
+            "procedure": {"name": "ce"},
+            "device": "cpu",
+        },
+        "epochs": EPOCHS,
+        "restarts": 2,
+        "groups": {"lr": {"axes": {"optim.lr": [0.01, 1.0e-7]}}},  # the second stays at its initial, chance F1
+        "sampler": {"type": "grid"},
+        "pruner": {"type": "median", "startup": 1, "warmup_epochs": WARMUP},
+        "max_concurrent": 1,  # the good configuration finishes first, so the median exists when the bad one runs
+        "rows": {"ce": {"label": "CE", "where": {"procedure.name": "ce"}}},
+    }
+    path = root / "pruning.yaml"
+    path.write_text(yaml.safe_dump(space))
+    out = root / "out"
+    session = run_main([path, "--out", out, "--no-test"])
+    runs = {run.data.tags["trial_key"]: run for run in trial_runs(out)}
+    lines = {line.split()[1]: line for line in session.trial_lines()}
+    return SimpleNamespace(out=out, session=session, runs=runs, lines=lines)
+
+
+def test_worse_configuration_is_pruned_after_the_warm_up_before_its_budget(sweep):
+    assert sweep.session.code == 0, sweep.session.stderr
+    words = sweep.lines["lr-001-r0"].split()
+    assert words[2:5] == ["PRUNED", "at", "epoch"]
+    assert WARMUP <= int(words[5]) < EPOCHS
+
+
+def test_pruned_trial_shows_as_pruned_in_mlflow_with_its_epoch(sweep):
+    run = sweep.runs["lr-001-r0"]
+    assert (run.data.tags["state"], run.data.tags["pruned"]) == ("PRUNED", "true")
+    epoch = int(run.data.tags["pruned_at_epoch"])
+    assert epoch < EPOCHS
+    assert [m.step for m in dev_history(sweep.out, run)] == list(range(1, epoch + 1))
+    assert run.info.status == "FINISHED"
+    good = sweep.runs["lr-000-r0"]
+    assert (good.data.tags["state"], good.data.tags["pruned"]) == ("COMPLETE", "false")
+
+
+def test_pruned_trial_is_pruned_in_the_optuna_study(sweep):
+    study = optuna.load_study(study_name="lr", storage=storage_url(sweep.out))
+    states = {trial.params["optim.lr"]: trial.state for trial in study.trials}
+    assert states == {0.01: optuna.trial.TrialState.COMPLETE, 1.0e-7: optuna.trial.TrialState.PRUNED}
+
+
+def test_pruned_configuration_runs_none_of_its_other_restarts(sweep):
+    assert sorted(sweep.runs) == ["lr-000-r0", "lr-000-r1", "lr-001-r0"]
+
+
+def test_summary_counts_the_pruned_trial(sweep):
+    (row,) = summary(sweep.out)["rows"]
+    assert (row["pruned"], row["trials"], row["chosen"].startswith("lr-000")) == (1, 3, True)

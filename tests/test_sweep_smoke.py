@@ -1,0 +1,146 @@
+"""The shipped smoke sweep end to end on a real local Ray, real Optuna studies and a real SQLite MLflow store.
+
+The sweep runs twice on the same output directory: first with --no-test while the
+test split does not exist at all (so training and selection provably never read it),
+then, with the test file written, as a plain rerun that must train nothing and only
+score the chosen checkpoints on test.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from types import SimpleNamespace
+
+import pytest
+from sweep_helpers import (
+    SMOKE,
+    client,
+    data_overrides,
+    dev_history,
+    run_main,
+    summary,
+    sweep_state,
+    trial_runs,
+    write_slices,
+)
+
+from orchestrator.selection import TEST_RECORD
+from orchestrator.space import load_space
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    from sweep_helpers import start_ray
+
+    ray = start_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_instance, conll2003_en, tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    paths = write_slices(conll2003_en, root / "data", with_test=False)
+    out = root / "out"
+    overrides = data_overrides(paths)
+    argv = [SMOKE, "--out", out, *overrides]
+    dev_only = run_main([*argv, "--no-test"])
+    dev_only_summary = summary(out) if dev_only.code == 0 else None
+    runs_after_dev_only = {run.info.run_id for run in trial_runs(out)}
+    write_slices(conll2003_en, root / "data")
+    with_test = run_main(argv)
+    return SimpleNamespace(
+        out=out,
+        dev_only=dev_only,
+        dev_only_summary=dev_only_summary,
+        with_test=with_test,
+        runs_after_dev_only=runs_after_dev_only,
+        space=load_space(SMOKE, overrides[1::2]),
+    )
+
+
+def test_sweep_without_a_test_split_trains_and_selects(sweep):
+    assert sweep.dev_only.code == 0, sweep.dev_only.stderr
+    result = sweep.dev_only_summary
+    assert not result["test_scored"]
+    assert all(row["chosen"] for row in result["rows"])
+    assert {t["state"] for t in result["trials"]} <= {"COMPLETE", "PRUNED"}
+
+
+def test_every_trial_has_one_mlflow_run(sweep):
+    keys = [run.data.tags["trial_key"] for run in trial_runs(sweep.out)]
+    trials = [t["key"] for t in summary(sweep.out)["trials"]]
+    assert sorted(keys) == sorted(trials)
+    assert len(set(keys)) == len(keys)
+
+
+def test_trial_runs_hold_hyperparameters_row_tags_and_epoch_metrics(sweep):
+    for run in trial_runs(sweep.out):
+        params, tags = run.data.params, run.data.tags
+        assert {"procedure.name", "procedure.k", "procedure.alpha.mode", "optim.lr", "seed", "data.train_path"} <= set(
+            params
+        )
+        assert params["optim.epochs"] == "3"
+        assert {"config_id", "restart", "group", "rows", "state", "pruned", "best_checkpoint"} <= set(tags)
+        for row in tags["rows"].split(","):
+            assert tags[f"row.{row}"] == "true"
+        assert tags["state"] in ("COMPLETE", "PRUNED")
+        history = client(sweep.out).get_metric_history
+        epochs = int(tags["epochs_run"])
+        for metric in ("train_loss", "dev_score", "dev_f1", "gold_probability", "alpha", "seconds"):
+            assert [m.step for m in history(run.info.run_id, metric)] == list(range(1, epochs + 1)), metric
+
+
+def test_chosen_restart_of_each_row_has_the_best_dev_score(sweep):
+    """Recomputed from the MLflow store alone: per row, best configuration by mean dev, then its best restart."""
+    runs = trial_runs(sweep.out)
+    best_dev = {run.data.tags["trial_key"]: max(m.value for m in dev_history(sweep.out, run)) for run in runs}
+    chosen = {row["row"]: row["chosen"] for row in summary(sweep.out)["rows"]}
+    for row in sweep.space.rows:
+        members = [run for run in runs if run.data.tags.get(f"row.{row}") == "true"]
+        eligible = [r for r in members if r.data.tags["state"] == "COMPLETE"] or members
+        by_config: dict[str, list[str]] = {}
+        for run in eligible:
+            by_config.setdefault(run.data.tags["config_id"], []).append(run.data.tags["trial_key"])
+        best_config = max(by_config.values(), key=lambda keys: statistics.fmean(best_dev[k] for k in keys))
+        assert chosen[row] in best_config
+        assert best_dev[chosen[row]] == max(best_dev[k] for k in best_config)
+
+
+def test_rerun_of_a_finished_sweep_trains_nothing_and_duplicates_no_run(sweep):
+    assert sweep.with_test.code == 0, sweep.with_test.stderr
+    assert sweep.with_test.trial_lines() == []
+    assert {run.info.run_id for run in trial_runs(sweep.out)} == sweep.runs_after_dev_only
+
+
+def test_only_the_chosen_checkpoints_are_scored_on_test(sweep):
+    chosen = {row["chosen"] for row in summary(sweep.out)["rows"]}
+    record = json.loads((sweep.out / TEST_RECORD).read_text())
+    assert set(record) == chosen
+    for entry in record.values():
+        assert entry["result"]["split"] == "test"
+        assert entry["result"]["checkpoint"].endswith("best.pt")
+    scored_runs = {r.data.tags["trial_key"] for r in trial_runs(sweep.out) if "test_f1" in r.data.metrics}
+    assert scored_runs == chosen
+
+
+def test_test_scores_reach_the_summary_and_the_parent_run(sweep):
+    result = summary(sweep.out)
+    assert result["test_scored"]
+    state = sweep_state(sweep.out)
+    parent = client(sweep.out).get_run(state["parent_run_id"])
+    for row in result["rows"]:
+        assert row["test"] is not None
+        assert parent.data.metrics[f"{row['row']}.test"] == pytest.approx(row["test"])
+    artifacts = {a.path for a in client(sweep.out).list_artifacts(state["parent_run_id"])}
+    assert {"summary.md", "summary.csv", "summary.json"} <= artifacts
+    assert parent.info.status == "FINISHED"
+
+
+def test_summary_is_written_as_markdown_csv_and_json_and_printed(sweep):
+    for name in ("summary.md", "summary.csv", "summary.json"):
+        assert (sweep.out / name).stat().st_size > 0
+    table = (sweep.out / "summary.md").read_text().strip()
+    assert table in sweep.with_test.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in sweep.with_test.stdout
