@@ -18,7 +18,7 @@ def test_defaults_reproduce_the_paper_ner_model():
 
 
 def test_unknown_key_is_rejected_with_its_path(tmp_path):
-    with pytest.raises(ConfigError, match=r"procedure\.nmae: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"\n  procedure\.nmae: Extra inputs are not permitted"):
         load_config(write(tmp_path, "procedure:\n  nmae: ce\n"))
 
 
@@ -51,3 +51,8 @@ def test_set_overrides_parse_values_as_yaml(tmp_path):
 def test_files_dataset_needs_paths(tmp_path):
     with pytest.raises(ConfigError, match="train_path and dev_path"):
         load_config(write(tmp_path, "data:\n  dataset: files\n"))
+
+
+def test_unknown_task_is_rejected_with_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"task: must be one of ner, mt"):
+        load_config(write(tmp_path, "task: pos\n"))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -217,8 +216,7 @@ class MtConfig(RunConfig):
 
 
 TASK_CONFIGS: dict[str, type[RunConfig]] = {"ner": NerConfig, "mt": MtConfig}
-TrainConfig = Annotated[NerConfig | MtConfig, Field(discriminator="task")]
-_adapter: TypeAdapter = TypeAdapter(TrainConfig)
+TrainConfig = NerConfig | MtConfig  # what parse_config returns; TASK_CONFIGS picks by `task`
 
 
 class ConfigError(ValueError):
@@ -253,17 +251,20 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(tree: dict, source: str = "<config>") -> NerConfig | MtConfig:
+def parse_config(tree: dict, source: str = "<config>") -> TrainConfig:
     """Validates a plain dict; raises ConfigError naming `source` and each bad field's path."""
     tree = dict(tree)
-    tree.setdefault("task", "ner")
+    task = tree.setdefault("task", "ner")
+    if task not in TASK_CONFIGS:
+        raise ConfigError(f"{source}: invalid config\n  task: must be one of {', '.join(TASK_CONFIGS)}, not {task!r}")
     try:
-        return _adapter.validate_python(tree)
+        # The task's own model, not the union: error paths then start at the field, not at the task tag.
+        return TASK_CONFIGS[task].model_validate(tree)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
 
 
-def load_config(path: Path | str, overrides: list[str] = ()) -> NerConfig | MtConfig:
+def load_config(path: Path | str, overrides: list[str] = ()) -> TrainConfig:
     """Reads YAML, applies `key=value` overrides (values parsed as YAML), validates."""
     path = Path(path)
     try:
