@@ -35,4 +35,4 @@ class TrialLines(Callback):
     def _line(self, trial, what: str) -> None:
         started = self._started.pop(trial.trial_id, None)
         took = f" [{time.monotonic() - started:.0f}s]" if started is not None else ""
-        print(f"trial {trial.config['sweep']['key']:<32} {what}{took}", file=sys.stdout, flush=True)
+        print(f"trial {trial.config['sweep']['key']:<36} {what}{took}", file=sys.stdout, flush=True)

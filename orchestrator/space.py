@@ -162,7 +162,9 @@ class MedianPruner(StrictModel):
         "configurations of its group at the same epoch (optuna.pruners.MedianPruner)."
     )
     startup: int = Field(2, ge=0, description="Completed configurations per group before anything is pruned.")
-    warmup_epochs: int = Field(1, ge=0, description="Epochs a configuration always runs before it can be pruned.")
+    warmup_epochs: int = Field(
+        1, ge=0, description="No pruning before this epoch: a configuration always runs at least this many epochs."
+    )
     interval: int = Field(1, ge=1, description="Check every this many epochs after the warm-up.")
 
 

@@ -123,3 +123,12 @@ def test_resume_with_a_changed_space_exits_2(tmp_path):
     session = run_main([SMOKE, "--out", tmp_path, "--set", "restarts=1"])
     assert (session.code, "another search space" in session.stderr) == (2, True)
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == [STATE_FILE]
+
+
+def test_describe_lists_every_search_space_key(capsys):
+    from orchestrator.describe import main
+    from orchestrator.space import SearchSpace
+
+    assert main() == 0
+    listed = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")}
+    assert listed == set(SearchSpace.model_fields)
