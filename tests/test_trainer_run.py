@@ -44,9 +44,10 @@ def test_every_procedure_trains_through_the_command_line(conll2003_en, tmp_path,
 
 def test_evaluate_scores_the_best_checkpoint_on_test(conll2003_en, tmp_path):
     train(slice_config(), tmp_path, progress=False, log=lambda _: None)
-    result = run_cli("trainer.evaluate", str(tmp_path / "best.pt"), "--split", "test", "--out", str(tmp_path / "t.json"))
+    scores = tmp_path / "t.json"
+    result = run_cli("trainer.evaluate", str(tmp_path / "best.pt"), "--split", "test", "--out", str(scores))
     assert result.returncode == 0, result.stderr
-    scored = json.loads((tmp_path / "t.json").read_text())
+    scored = json.loads(scores.read_text())
     assert scored["split"] == "test" and 0 <= scored["f1"] <= 100
 
 

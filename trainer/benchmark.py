@@ -81,7 +81,7 @@ def measure_step(
 
 def _rows(top_k: int | None, procedures: list[str]) -> list[tuple[str, int | None]]:
     rows = [(p, None) for p in procedures]
-    if top_k is not None:
+    if top_k:
         rows += [(p, top_k) for p in procedures if p in SOFT_PROCEDURES]
     return rows
 
@@ -122,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     memory = commands.add_parser("memory", help="peak memory of one training step per procedure (ratios to ce)")
     memory.add_argument("--task", choices=("mt",), default="mt", help="task whose model is measured (mt)")
-    memory.add_argument("--procedures", nargs="+", choices=PROCEDURES, default=list(PROCEDURES))
-    memory.add_argument("--top-k", type=int, default=100, help="also measure the soft procedures with this soft_top_k")
+    memory.add_argument(
+        "--procedures", nargs="+", choices=PROCEDURES, default=list(PROCEDURES), help="rows (default: all five)"
+    )
+    memory.add_argument(
+        "--top-k", type=int, default=100, help="also measure the soft procedures with this soft_top_k (0: do not)"
+    )
     memory.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
     step = commands.add_parser("step", help="(internal) measure one row in this process and print JSON")
     step.add_argument("procedure", choices=PROCEDURES)

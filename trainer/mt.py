@@ -12,7 +12,7 @@ import torch
 
 from trainer.batching import bucketed_batches, pad
 from trainer.config import MtConfig, resolve_data_dir
-from trainer.data.fetch import fetch_ding_de_en
+from trainer.data.ding import ding_dir, fetch_ding_de_en
 from trainer.data.parallel import SentencePair, drop_long, read_parallel, split_files
 from trainer.metrics import corpus_bleu, corpus_chrf
 from trainer.model import Seq2Seq, build_mt_model
@@ -36,7 +36,9 @@ class Batch:
 def data_folder(config: MtConfig, log=log_line) -> Path:
     """Where the train/valid/test files live; extracts the Ding default on first use."""
     if config.data.dataset == "ding_de_en":
-        return Path(fetch_ding_de_en(resolve_data_dir(config.data_dir), log=log)["train.de"]).parent
+        data_dir = resolve_data_dir(config.data_dir)
+        fetch_ding_de_en(data_dir, log=log)
+        return ding_dir(data_dir)
     return Path(config.data.path).expanduser()
 
 
