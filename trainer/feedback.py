@@ -108,4 +108,5 @@ class FeedbackPolicy:
             return torch.softmax(scores, dim=-1).to(embedding.dtype) @ embedding
         top_scores, top_ids = scores.topk(min(self.top_k, scores.size(-1)), dim=-1)  # (B, k)
         weights = torch.softmax(top_scores, dim=-1).to(embedding.dtype)
-        return torch.einsum("bk,bke->be", weights, F.embedding(top_ids, embedding))
+        # embedding_bag sums the k rows without keeping the gathered (B, k, E) block for backward.
+        return F.embedding_bag(top_ids, embedding, per_sample_weights=weights, mode="sum")
