@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,7 +32,7 @@ from pydantic import (
 )
 
 from trainer import ConfigError, parse_config
-from trainer.config import set_dotted
+from trainer.config import read_yaml_tree, set_dotted
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MLflow experiment, Optuna study and directory names
 
@@ -312,21 +311,9 @@ def load_space(path: Path | str, overrides: list[str] = ()) -> SearchSpace:
     """Reads and validates a search-space file, trainer configs and rows included; raises SpaceError."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise SpaceError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(tree, dict):
-        raise SpaceError(f"{path}: the top level must be a mapping (name, base, epochs, groups, rows, ...)")
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise SpaceError(f"--set {override!r}: expected key=value")
-        try:
-            set_dotted(tree, key.strip(), yaml.safe_load(raw))
-        except ConfigError as error:
-            raise SpaceError(f"--set {override!r}: {error}") from None
+        tree = read_yaml_tree(path, overrides)
+    except ConfigError as error:
+        raise SpaceError(str(error)) from None
     tree.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem))
     try:
         space = SearchSpace.model_validate(tree)

@@ -266,7 +266,12 @@ def parse_config(tree: dict, source: str = "<config>") -> TrainConfig:
 
 def load_config(path: Path | str, overrides: list[str] = ()) -> TrainConfig:
     """Reads YAML, applies `key=value` overrides (values parsed as YAML), validates."""
-    path = Path(path)
+    return parse_config(read_yaml_tree(Path(path), overrides), str(path))
+
+
+def read_yaml_tree(path: Path, overrides: list[str] = ()) -> dict:
+    """A YAML mapping with `key=value` overrides applied (values parsed as YAML); raises ConfigError.
+    Shared by trainer configs and the orchestrator's search spaces."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -279,5 +284,8 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> TrainConfig:
         key, sep, raw = override.partition("=")
         if not sep:
             raise ConfigError(f"--set {override!r}: expected key=value")
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    return parse_config(tree, str(path))
+        try:
+            set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        except ConfigError as error:
+            raise ConfigError(f"--set {override!r}: {error}") from None
+    return tree

@@ -39,15 +39,20 @@ def _check_tag(tag: str, path: Path, line_number: int) -> None:
         raise DataFormatError(f"{path}:{line_number}: tag {tag!r} is neither O nor B-/I- followed by a type")
 
 
-def read_conll(path: Path | str) -> list[TaggedSentence]:
-    """Reads one split. Every token line must have the same number of columns (at least 2)."""
-    path = Path(path)
+def read_utf8(path: Path) -> str:
+    """A data file's text; a missing or non-UTF-8 file is a DataFormatError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataFormatError(f"{path}: no such file") from None
     except UnicodeDecodeError as error:
         raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_conll(path: Path | str) -> list[TaggedSentence]:
+    """Reads one split. Every token line must have the same number of columns (at least 2)."""
+    path = Path(path)
+    text = read_utf8(path)
 
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.data.conll import DataFormatError
+from trainer.data.conll import DataFormatError, read_utf8
 
 SPLIT_FILES = {"train": "train", "dev": "valid", "test": "test"}  # our split name -> file stem
 
@@ -28,12 +28,7 @@ def split_files(folder: Path, split: str, source_lang: str, target_lang: str) ->
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    text = read_utf8(path)
     # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 and others that occur inside
     # sentences, and would shift every later line against the other side.
     lines = text.split("\n")
