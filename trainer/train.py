@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from trainer import checkpoint
-from trainer.config import ConfigError, parse_config
+from trainer.config import ConfigError
 from trainer.feedback import FeedbackPolicy
 from trainer.progress import log_line
 from trainer.schedules import ScheduleState, gold_probability, soft_alpha
@@ -162,7 +162,3 @@ def write_metrics(out_dir: Path, config_dict: dict, metric: str, history: list[d
     partial.write_text(json.dumps(summary, indent=2))
     partial.replace(out_dir / "metrics.json")
     return summary
-
-
-def config_from_checkpoint(payload: dict):
-    return parse_config(payload["config"], source="checkpoint config")
