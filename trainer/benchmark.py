@@ -105,14 +105,16 @@ def memory_table(args: argparse.Namespace) -> list[str]:
         f"batch {args.batch}, source and target length {args.length}, device {device.type}, ε=0, α=1",
         f"# saved = tensors kept for backward; peak = {'max_memory_allocated' if device.type == 'cuda' else 'RSS'} "
         "increase over the step; ratios are to ce in this run",
-        f"{'procedure':<12} {'top_k':>6} {'saved MB':>9} {'x ce':>6} {'peak MB':>9} {'x ce':>6} {'seconds':>8}",
+        f"{'procedure':<12} {'top_k':>6} {'saved MB':>9} {'x ce':>6} {'peak MB':>9} {'x ce':>6} "
+        f"{'seconds':>8} {'x ce':>6}",
     ]
     for procedure, top_k, r in results:
         saved_ratio = f"{r['saved_bytes'] / base['saved_bytes']:.2f}" if base else "-"
         peak_ratio = f"{r['peak_bytes'] / base['peak_bytes']:.2f}" if base else "-"
+        seconds_ratio = f"{r['seconds'] / base['seconds']:.2f}" if base else "-"
         lines.append(
             f"{procedure:<12} {top_k or '-':>6} {r['saved_bytes'] / 2**20:>9.1f} {saved_ratio:>6} "
-            f"{r['peak_bytes'] / 2**20:>9.1f} {peak_ratio:>6} {r['seconds']:>8.2f}"
+            f"{r['peak_bytes'] / 2**20:>9.1f} {peak_ratio:>6} {r['seconds']:>8.2f} {seconds_ratio:>6}"
         )
     return lines
 
