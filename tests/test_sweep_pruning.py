@@ -1,5 +1,5 @@
 """A pruner that must prune does: a configuration built to be worse (a learning rate too small to learn
-anything in five epochs) is stopped by Optuna's median pruner in Ray Tune, and shows as pruned everywhere."""
+anything in five epochs) is stopped by each of Optuna's pruners in Ray Tune, and shows as pruned everywhere."""
 
 from __future__ import annotations
 
@@ -23,9 +23,19 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def sweep(ray_instance, conll2003_en, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pruning")
+PRUNERS = {
+    "median": {"type": "median", "startup": 1, "warmup_epochs": WARMUP},
+    # First rung at epoch 3 (at epoch 2 the untrained configuration's chance F1 is still the higher one);
+    # with two configurations at a rung only the better one goes on.
+    "successive_halving": {"type": "successive_halving", "min_resource": 3, "reduction_factor": 3},
+    # log_3(EPOCHS / 3) < 1: a single bracket, so both configurations meet in it.
+    "hyperband": {"type": "hyperband", "min_resource": 3, "reduction_factor": 3},
+}
+
+
+@pytest.fixture(scope="module", params=list(PRUNERS))
+def sweep(request, ray_instance, conll2003_en, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"pruning-{request.param}")
     paths = write_slices(conll2003_en, root / "data")
     space = {
         "name": "pruning",
@@ -38,7 +48,7 @@ def sweep(ray_instance, conll2003_en, tmp_path_factory):
         "restarts": 2,
         "groups": {"lr": {"axes": {"optim.lr": [0.01, 1.0e-7]}}},  # the second stays at its initial, chance F1
         "sampler": {"type": "grid"},
-        "pruner": {"type": "median", "startup": 1, "warmup_epochs": WARMUP},
+        "pruner": PRUNERS[request.param],
         "max_concurrent": 1,  # the good configuration finishes first, so the median exists when the bad one runs
         "rows": {"ce": {"label": "CE", "where": {"procedure.name": "ce"}}},
     }
