@@ -1,4 +1,11 @@
-"""`python -m trainer.benchmark memory`: memory of one MT training step per procedure, as ratios to `ce`.
+"""`python -m trainer.benchmark memory|speed`: the cost of each procedure, as ratios to `ce` measured in the same run.
+
+`speed`: seconds per training step (forward, backward, optimizer) of the NER or MT
+model on random token ids, every position fed the model's own choice (ε = 0). The
+procedures are timed in interleaved rounds within one process, so that a change in
+machine load hits all of them alike; the median over rounds is reported.
+
+`memory`: memory of one MT training step per procedure.
 
 At vocabulary 32000 the soft procedures keep a (B, V) softmax alive for backward at
 every decoder step, B×T×V in all (METHOD.md: about 0.4 GB at B=64, T=50 in
@@ -27,9 +34,9 @@ import time
 
 import torch
 
-from trainer.config import PROCEDURES, MtModelConfig
+from trainer.config import PROCEDURES, MtModelConfig, NerModelConfig
 from trainer.feedback import SOFT_PROCEDURES, FeedbackPolicy
-from trainer.model import build_mt_model
+from trainer.model import build_mt_model, build_ner_model
 from trainer.train import resolve_device
 from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
 
@@ -77,6 +84,57 @@ def measure_step(
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss is in KiB on Linux
     return {"saved_bytes": saved_bytes, "peak_bytes": peak, "seconds": time.perf_counter() - started}
+
+
+def speed_table(args: argparse.Namespace) -> list[str]:
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    words = Vocabulary([PAD, UNK, BOS, EOS] + [f"w{i}" for i in range(args.vocab - 4)])
+    if args.task == "ner":
+        tags = Vocabulary([PAD, BOS] + [f"t{i}" for i in range(args.tags - 2)])
+        model, targets_vocab = build_ner_model(NerModelConfig(), words, tags), tags
+    else:
+        sizes = MtModelConfig(
+            embedding_dim=args.hidden, encoder_hidden=args.hidden, decoder_hidden=args.hidden, attention_dim=args.hidden
+        )
+        model, targets_vocab = build_mt_model(sizes, words, words), words
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    src = torch.randint(4, len(words), (args.batch, args.length), device=device)
+    targets = torch.randint(2, len(targets_vocab), (args.batch, args.length), device=device)
+    src_lengths = torch.full((args.batch,), args.length)
+    rows = _rows(args.top_k, args.procedures)
+    policies = {row: FeedbackPolicy(row[0], model.excluded_ids, row[1]) for row in rows}
+
+    def step(policy: FeedbackPolicy) -> None:
+        _, loss = model(src, src_lengths, targets, policy, gold_probability=0.0, alpha=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for policy in policies.values():
+        step(policy)  # warm-up: first-call allocations and kernel selection
+    timings: dict[tuple, list[float]] = {row: [] for row in rows}
+    for _ in range(args.rounds):
+        for row, policy in policies.items():
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step(policy)
+            timings[row].append((time.perf_counter() - started) / args.steps)
+    medians = {row: sorted(times)[len(times) // 2] for row, times in timings.items()}
+    base = medians.get(("ce", None))
+    lines = [
+        f"# training step (forward + backward + Adam) of the {args.task.upper()} model: vocabulary {args.vocab}, "
+        f"batch {args.batch}, length {args.length}, device {device.type}, {torch.get_num_threads()} threads, "
+        f"ε=0, α=1; median of {args.rounds} interleaved rounds of {args.steps} steps",
+        f"{'procedure':<12} {'top_k':>6} {'ms/step':>9} {'x ce':>6}",
+    ]
+    for (procedure, top_k), seconds in medians.items():
+        ratio = f"{seconds / base:.2f}" if base else "-"
+        lines.append(f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6}")
+    return lines
 
 
 def _rows(top_k: int | None, procedures: list[str]) -> list[tuple[str, int | None]]:
@@ -131,11 +189,23 @@ def main(argv: list[str] | None = None) -> int:
         "--top-k", type=int, default=100, help="also measure the soft procedures with this soft_top_k (0: do not)"
     )
     memory.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    speed = commands.add_parser("speed", help="seconds per training step per procedure (ratios to ce)")
+    speed.add_argument("--task", choices=("ner", "mt"), default="ner", help="model to time (default ner)")
+    speed.add_argument(
+        "--procedures", nargs="+", choices=PROCEDURES, default=list(PROCEDURES), help="rows (default: all five)"
+    )
+    speed.add_argument("--top-k", type=int, default=0, help="also time the soft procedures with this soft_top_k")
+    speed.add_argument("--tags", type=int, default=11, help="NER output vocabulary (CoNLL-2003: 9 tags + 2 specials)")
+    speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    speed.add_argument("--steps", type=int, default=5, help="steps per procedure and round")
+    speed.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
     step = commands.add_parser("step", help="(internal) measure one row in this process and print JSON")
     step.add_argument("procedure", choices=PROCEDURES)
     step.add_argument("--top-k", type=int, default=0, help="0: no truncation")
-    for command in (memory, step):
-        command.add_argument("--vocab", type=int, default=32000, help="target and source vocabulary (paper: 32000)")
+    for command in (memory, step, speed):
+        command.add_argument(
+            "--vocab", type=int, default=32000, help="source (and MT target) vocabulary (MT paper: 32000)"
+        )
         command.add_argument("--batch", type=int, default=64, help="sentences per batch")
         command.add_argument("--length", type=int, default=50, help="source and target tokens per sentence")
         command.add_argument("--hidden", type=int, default=256, help="embedding, LSTM and attention units (paper: 256)")
@@ -148,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.vocab, args.batch, args.length, args.hidden, args.top_k = 500, 4, 6, 16, 10
+    if args.command == "speed":
+        if args.smoke:
+            args.rounds, args.steps = 2, 1
+        print("\n".join(speed_table(args)), flush=True)
+        return 0
     print("\n".join(memory_table(args)), flush=True)
     return 0
 
