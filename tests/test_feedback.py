@@ -136,3 +136,15 @@ def test_soft_sample_is_random_and_soft_greedy_is_not(logits):
     assert not torch.allclose(soft_sample.choice_weights(logits, 1.0), soft_sample.choice_weights(logits, 1.0))
     soft_greedy = FeedbackPolicy("soft_greedy")
     assert torch.equal(soft_greedy.choice_weights(logits, 1.0), soft_greedy.choice_weights(logits, 1.0))
+
+
+@pytest.mark.parametrize("procedure", ["ss_greedy", "ss_sample", "soft_greedy", "soft_sample"])
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_fed_embedding_is_the_choice_weights_times_the_embedding_table(procedure, top_k, logits, embedding):
+    """next_input's efficient paths (index lookup, embedding_bag) equal the definition, weights @ E."""
+    policy = FeedbackPolicy(procedure, top_k=top_k)
+    torch.manual_seed(5)
+    weights = policy.choice_weights(logits, alpha=2.0)
+    torch.manual_seed(5)
+    fed = policy.next_input(logits, torch.zeros(BATCH, dtype=torch.long), embedding, 0.0, alpha=2.0)
+    assert torch.allclose(fed, weights @ embedding, atol=1e-6)
