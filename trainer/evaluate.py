@@ -36,7 +36,7 @@ def evaluate_checkpoint(
     search = {"beam_size": beam_size} if beam_size != 1 else {}
     scores = task.score(model, task.read_split(split), torched_device, **search)
     result = {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric}
-    return {**result, **({"beam_size": beam_size} if search else {}), **scores}
+    return {**result, **search, **scores}
 
 
 def main(argv: list[str] | None = None) -> int:
