@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from orchestrator.space import SearchSpace
+from orchestrator.space import SearchSpace, config_id, trial_key
 from orchestrator.studies import Studies
 
 
@@ -36,14 +36,6 @@ class Configuration:
     @property
     def config_id(self) -> str:
         return config_id(self.group, self.number)
-
-
-def config_id(group: str, number: int) -> str:
-    return f"{group}-{number:03d}"
-
-
-def trial_key(group: str, number: int, restart: int) -> str:
-    return f"{config_id(group, number)}-r{restart}"
 
 
 @dataclass

@@ -302,6 +302,16 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_id(group: str, number: int) -> str:
+    """A configuration's name: its group and its Optuna trial number in that group's study."""
+    return f"{group}-{number:03d}"
+
+
+def trial_key(group: str, number: int, restart: int) -> str:
+    """A trial's name: its configuration and restart index."""
+    return f"{config_id(group, number)}-r{restart}"
+
+
 def validated_flat_config(tree: dict, source: str) -> dict[str, Any]:
     """Validates a trainer tree with the trainer's own schema and flattens its JSON form."""
     return flatten(parse_config(tree, source).model_dump(mode="json"))

@@ -21,7 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.space import SearchSpace, SpaceError, describe_axis, load_space, validated_flat_config
+from orchestrator.space import (
+    SearchSpace,
+    SpaceError,
+    config_id,
+    describe_axis,
+    load_space,
+    validated_flat_config,
+)
 
 STATE_FILE = "sweep.json"  # what a resumed sweep must agree with: the space, the tracking store, the runs
 TUNE_DIR = "ray"  # the Tune experiment inside the storage path
@@ -162,7 +169,7 @@ def plan_text(space: SearchSpace, path: Path) -> str:
             for number, params in enumerate(space.grid(group)):
                 setting = ", ".join(f"{k}={v}" for k, v in params.items()) or "(fixed fields only)"
                 keys = ", ".join(f"r{r}" for r in range(space.restarts))
-                lines.append(f"  {group}-{number:03d}  {setting}   trials {keys}")
+                lines.append(f"  {config_id(group, number)}  {setting}   trials {keys}")
         else:
             for key, axis in space.group_axes(group).items():
                 lines.append(f"  {key}: {describe_axis(axis)}  ({space.sampler.type})")
@@ -379,7 +386,7 @@ def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
             return f"group {group}: {len(trials)} of {space.planned_configurations(group)} configurations started"
         for trial in trials:
             expected = space.restarts if trial.state.name == "COMPLETE" else 1
-            cid = f"{group}-{trial.number:03d}"
+            cid = config_id(group, trial.number)
             if trial.state.name in ("RUNNING", "WAITING") or finished_restarts.get(cid, 0) < expected:
                 return f"configuration {cid} not finished"
     return ""
