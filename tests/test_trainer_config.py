@@ -1,8 +1,12 @@
 """Config loading: defaults reproduce the paper, and bad input is rejected with the field's path."""
 
-import pytest
+import re
+from typing import get_args
 
-from trainer.config import ConfigError, NerConfig, load_config
+import pytest
+from pydantic import BaseModel
+
+from trainer.config import TASK_CONFIGS, ConfigError, NerConfig, load_config
 
 
 def write(tmp_path, text):
@@ -56,3 +60,23 @@ def test_files_dataset_needs_paths(tmp_path):
 def test_unknown_task_is_rejected_with_the_known_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"task: must be one of ner, mt"):
         load_config(write(tmp_path, "task: pos\n"))
+
+
+def float_fields(model, prefix=""):
+    """Dotted paths of every field that accepts a float (alone or in a union, like procedure.k)."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from float_fields(annotation, f"{prefix}{name}.")
+        elif annotation is float or float in get_args(annotation):
+            yield f"{prefix}{name}"
+
+
+@pytest.mark.parametrize("task", ["ner", "mt"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_every_float_field_rejects_non_finite_numbers(tmp_path, task, value):
+    fields = list(float_fields(TASK_CONFIGS[task]))
+    assert {"procedure.k", "optim.lr", "procedure.alpha.alpha0", "model.dropout"} <= set(fields)
+    for field in fields:
+        with pytest.raises(ConfigError, match=rf"\n  {re.escape(field)}(\.float)?: Input should be a finite number"):
+            load_config(write(tmp_path, f"task: {task}\n"), [f"{field}={value}"])

@@ -26,9 +26,10 @@ Procedure = Literal["ce", "ss_greedy", "ss_sample", "soft_greedy", "soft_sample"
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys, so a typo in YAML is an error rather than a silent default."""
+    """Rejects unknown keys, so a typo in YAML is an error rather than a silent default, and NaN or ±inf in
+    any number field (YAML's .nan and .inf), which would otherwise train on NaN or fail epochs later."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class AlphaConfig(StrictModel):
