@@ -148,3 +148,18 @@ def test_fed_embedding_is_the_choice_weights_times_the_embedding_table(procedure
     torch.manual_seed(5)
     fed = policy.next_input(logits, torch.zeros(BATCH, dtype=torch.long), embedding, 0.0, alpha=2.0)
     assert torch.allclose(fed, weights @ embedding, atol=1e-6)
+
+
+@pytest.mark.parametrize("procedure", ["ss_greedy", "soft_greedy"])
+def test_under_bf16_autocast_the_gold_coin_has_exactly_the_scheduled_probability(procedure, embedding):
+    """A coin drawn in bf16 would use 0.98828125 for ε = 0.99 (issue 7); the soft choice is bf16 under autocast."""
+    torch.manual_seed(0)
+    batch = 2_000_000
+    logits = torch.zeros(batch, VOCAB)
+    logits[:, 5] = 50.0
+    gold = torch.full((batch,), 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fed = FeedbackPolicy(procedure).next_input(logits, gold, embedding, gold_probability=0.99, alpha=100.0)
+    assert fed.dtype == embedding.dtype
+    took_gold = torch.all(fed == embedding[2], dim=-1).double().mean().item()
+    assert abs(took_gold - 0.99) < 5e-4  # 7 standard deviations at this batch size; bf16's 0.9883 is 24 away

@@ -73,11 +73,14 @@ class FeedbackPolicy:
         gold = F.embedding(gold_ids, embedding)  # (B, E)
         if self.procedure == "ce" or gold_probability >= 1.0:
             return gold
-        choice = self._choice_embedding(logits, embedding, alpha)  # (B, E)
+        # Under autocast the soft choice comes out of its matmul in bf16; everything fed is in the table's dtype.
+        choice = self._choice_embedding(logits, embedding, alpha).to(embedding.dtype)  # (B, E)
         if gold_probability <= 0.0:
             return choice
         with torch.no_grad():
-            use_gold = torch.bernoulli(torch.full_like(gold_ids, gold_probability, dtype=choice.dtype))
+            # The coin in float32 whatever the autocast dtype: in bf16, ε = 0.99 would be 0.988 (issue 7).
+            probability = torch.full(gold_ids.shape, gold_probability, dtype=torch.float32, device=gold_ids.device)
+            use_gold = torch.bernoulli(probability).to(embedding.dtype)
         use_gold = use_gold.unsqueeze(-1)  # (B, 1), an independent coin per example at this position
         return use_gold * gold + (1.0 - use_gold) * choice
 
