@@ -80,3 +80,8 @@ def test_every_float_field_rejects_non_finite_numbers(tmp_path, task, value):
     for field in fields:
         with pytest.raises(ConfigError, match=rf"\n  {re.escape(field)}(\.float)?: Input should be a finite number"):
             load_config(write(tmp_path, f"task: {task}\n"), [f"{field}={value}"])
+
+
+def test_data_paths_without_dataset_files_are_refused_rather_than_ignored(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: .*train_path and dev_path are only read with dataset: files"):
+        load_config(write(tmp_path, "data:\n  train_path: deu.train\n  dev_path: deu.testa\n"))

