@@ -26,8 +26,36 @@ def test_k_100_per_epoch_stays_above_097_for_100_epochs():
 
 def test_per_step_k_halves_gold_probability_after_k_ln_k_steps():
     procedure = ProcedureConfig(name="soft_greedy", k=10, schedule_unit="step")
-    state = ScheduleState(epoch=1, step=round(10 * math.log(10)))
+    state = ScheduleState(epoch=1, step=400 + round(10 * math.log(10)), gold_steps=400)
     assert gold_probability(procedure, state) == pytest.approx(0.5, abs=0.01)
+
+
+def test_per_step_decay_counts_from_the_end_of_the_all_gold_epoch():
+    """At the first step of epoch 1, t = 0: ε = k/(k+1), not k/(k+exp(N0/k)) after N0 all-gold steps."""
+    procedure = ProcedureConfig(name="ss_greedy", k=100, schedule_unit="step")
+    state = ScheduleState()
+    state.step = 5000  # epoch 0's steps: ε would be 100/(100+e^50) ≈ 0 if t counted them
+    state.end_epoch()
+    assert gold_probability(procedure, state) == pytest.approx(100 / 101)
+    state.step += 100
+    assert gold_probability(procedure, state) == pytest.approx(100 / (100 + math.e))
+
+
+def test_later_epochs_do_not_move_the_start_of_the_per_step_decay():
+    state = ScheduleState(epoch=1, step=40, gold_steps=40)
+    state.step = 90
+    state.end_epoch()
+    assert (state.epoch, state.gold_steps) == (2, 40)
+
+
+def test_schedule_state_survives_a_checkpoint_round_trip():
+    state = ScheduleState(epoch=3, step=120, gold_steps=40)
+    assert ScheduleState.from_state_dict(state.state_dict()) == state
+
+
+def test_a_checkpoint_without_gold_steps_keeps_counting_steps_from_zero():
+    """Runs checkpointed before gold_steps existed resume on the schedule they started with."""
+    assert ScheduleState.from_state_dict({"epoch": 2, "step": 80}) == ScheduleState(epoch=2, step=80, gold_steps=0)
 
 
 def test_always_never_feeds_gold_after_epoch_zero():

@@ -59,7 +59,9 @@ class ProcedureConfig(StrictModel):
         "1), or 'always': never feed gold after epoch 0. Must be >= 1 so that ε starts at or below 1.",
     )
     schedule_unit: Literal["epoch", "step"] = Field(
-        "epoch", description="Counter t of the ε decay: epochs (the paper) or optimizer steps."
+        "epoch",
+        description="Counter t of the ε decay: 'epoch', the epoch index (the paper: epoch 1 has t = 1), or "
+        "'step', optimizer steps counted from the end of the all-gold epoch 0 (t = 0 at the first step of epoch 1).",
     )
     alpha: AlphaConfig = Field(default_factory=AlphaConfig, description="α for the soft procedures.")
     soft_top_k: int | None = Field(

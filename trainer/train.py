@@ -113,7 +113,7 @@ def train(
         if device.type == "cuda":
             peak_memory["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         dev_scores = task.score(model, dev_set, device)
-        schedule.epoch += 1
+        schedule.end_epoch()
         record = {
             "epoch": schedule.epoch,
             "train_loss": loss_sum / max(token_count, 1),
