@@ -100,15 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-concurrent",
-        type=int,
+        type=int_at_least(1),
         default=None,
-        help="trials running at once (default: the space's max_concurrent, else what the cluster's CPUs/GPUs hold)",
+        help="trials running at once, >= 1 (default: the space's max_concurrent, else what the cluster's "
+        "CPUs/GPUs hold)",
     )
     parser.add_argument(
         "--max-failures",
-        type=int,
+        type=int_at_least(-1),
         default=0,
-        help="retry a failed trial this many times from its last checkpoint (use >= 1 where nodes can vanish)",
+        help="retry a failed trial this many times from its last checkpoint (use >= 1 where nodes can vanish; "
+        "-1 retries without limit)",
     )
     parser.add_argument(
         "--no-test",
@@ -116,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose on dev but do not score on test (the test split need not exist); rerun without it later",
     )
     return parser
+
+
+def int_at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum` (Tune would otherwise take 0 or -5 and misbehave)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
