@@ -13,6 +13,12 @@ from torch import nn
 class FixedAttention(nn.Module):
     """NER (§5, footnote 4): step i reads the encoder state of source token i; no parameters."""
 
+    reads_decoder_state = False  # every step's context is known before decoding: teacher forcing can be fused
+
+    def all_steps(self, keys: torch.Tensor, length: int) -> torch.Tensor:
+        """The contexts of steps 0..length-1 at once, (B, length, D)."""
+        return keys[:, :length]
+
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, step: int) -> torch.Tensor:
         """keys: (B, S, D) encoder states; returns (B, D). Source and target have equal length."""
         return keys[:, step]
@@ -25,6 +31,8 @@ class BahdanauAttention(nn.Module):
     exactly zero weight. W_k k is the same at every step of one sequence, so it is
     computed once per `keys` tensor (the decoder passes the same tensor at every step).
     """
+
+    reads_decoder_state = True  # the query is the decoder's previous hidden state
 
     def __init__(self, query_size: int, key_size: int, hidden_size: int):
         super().__init__()

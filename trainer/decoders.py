@@ -1,8 +1,11 @@
 """LSTM decoder that unrolls step by step, so that what it is fed can be the model's own choice.
 
-Teacher forcing could run the LSTM over the whole gold sequence at once; the
-procedures of the paper feed step i-1's output back into step i, so the decoder
-runs one `LSTMCell` step at a time for every procedure (one loop, not five).
+The procedures of the paper feed step i-1's output back into step i, so the
+decoder runs one LSTM cell step at a time for every procedure (one loop, not
+five). Where every input is known in advance (teacher forcing, ε = 1, with an
+attention that does not read the decoder state, as NER's fixed attention) the
+same LSTM runs over the whole gold sequence in one fused call instead: the same
+parameters and the same function, several times faster (issue 10).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class LSTMDecoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.attention = attention
         self.bridge = nn.Linear(encoder_final_size, hidden_size)
-        self.cell = nn.LSTMCell(embedding_dim + context_size, hidden_size)
+        # One LSTM layer: `step` runs its cell (torch.lstm_cell on the same weights), `teacher_forced` the whole layer.
+        self.lstm = nn.LSTM(embedding_dim + context_size, hidden_size, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size + context_size, vocab_size)
 
@@ -49,9 +53,29 @@ class LSTMDecoder(nn.Module):
         """previous: (B, E) fed embedding; keys: (B, S, C); mask: (B, S) True at real tokens.
         Returns logits (B, V) and the new state."""
         context = self.attention(state[0], keys, mask, position)  # (B, C)
-        hidden, cell = self.cell(torch.cat([self.dropout(previous), context], dim=-1), state)
+        lstm = self.lstm
+        hidden, cell = torch.lstm_cell(
+            torch.cat([self.dropout(previous), context], dim=-1),
+            state,
+            lstm.weight_ih_l0,
+            lstm.weight_hh_l0,
+            lstm.bias_ih_l0,
+            lstm.bias_hh_l0,
+        )
         logits = self.output(self.dropout(torch.cat([hidden, context], dim=-1)))
         return logits, (hidden, cell)
+
+    def teacher_forced(
+        self, keys: torch.Tensor, encoder_final: torch.Tensor, targets: torch.Tensor, bos_id: int
+    ) -> torch.Tensor:
+        """The training unroll when every step is fed the gold token and the contexts do not depend on the
+        decoder state: one fused LSTM call over (B, T). Equals `unrolled` with ε = 1 (a test checks it)."""
+        previous_ids = torch.cat([targets.new_full((targets.size(0), 1), bos_id), targets[:, :-1]], dim=1)  # (B, T)
+        contexts = self.attention.all_steps(keys, targets.size(1))  # (B, T, C)
+        inputs = torch.cat([self.dropout(self.embedding(previous_ids)), contexts], dim=-1)  # (B, T, E + C)
+        hidden, cell = self.initial_state(encoder_final)
+        states, _ = self.lstm(inputs, (hidden[None], cell[None]))  # (B, T, H)
+        return self.output(self.dropout(torch.cat([states, contexts], dim=-1)))  # (B, T, V)
 
     def forward(
         self,
@@ -65,6 +89,22 @@ class LSTMDecoder(nn.Module):
         alpha: float,
     ) -> torch.Tensor:
         """Training unroll over gold targets (B, T); returns logits (B, T, V)."""
+        if feedback.always_gold(gold_probability) and not self.attention.reads_decoder_state:
+            return self.teacher_forced(keys, encoder_final, targets, bos_id)
+        return self.unrolled(keys, mask, encoder_final, targets, bos_id, feedback, gold_probability, alpha)
+
+    def unrolled(
+        self,
+        keys: torch.Tensor,
+        mask: torch.Tensor,
+        encoder_final: torch.Tensor,
+        targets: torch.Tensor,
+        bos_id: int,
+        feedback: FeedbackPolicy,
+        gold_probability: float,
+        alpha: float,
+    ) -> torch.Tensor:
+        """The step-by-step unroll: step i is fed what `feedback` chooses from step i-1's logits; (B, T, V)."""
         batch, length = targets.shape
         state = self.initial_state(encoder_final)
         previous = self.embedding(torch.full((batch,), bos_id, dtype=torch.long, device=targets.device))

@@ -43,6 +43,10 @@ class FeedbackPolicy:
         self.excluded_ids = tuple(excluded_ids)
         self.top_k = top_k
 
+    def always_gold(self, gold_probability: float) -> bool:
+        """Whether every position is fed the gold token (teacher forcing), so nothing depends on the logits."""
+        return self.procedure == "ce" or gold_probability >= 1.0
+
     def choice_weights(self, logits: torch.Tensor, alpha: float) -> torch.Tensor:
         """The model's choice as weights over the vocabulary, (B, V): one-hot for the hard
         procedures, a soft (top-k-sparse) distribution for the soft ones."""
@@ -71,7 +75,7 @@ class FeedbackPolicy:
         procedures, the logits of every earlier step).
         """
         gold = F.embedding(gold_ids, embedding)  # (B, E)
-        if self.procedure == "ce" or gold_probability >= 1.0:
+        if self.always_gold(gold_probability):
             return gold
         # Under autocast the soft choice comes out of its matmul in bf16; everything fed is in the table's dtype.
         choice = self._choice_embedding(logits, embedding, alpha).to(embedding.dtype)  # (B, E)
