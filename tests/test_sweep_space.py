@@ -90,7 +90,7 @@ def test_file_that_is_not_yaml_exits_2(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("groups: {ce: [\n")
     session = run_main([path])
-    assert (session.code, f"{path}: not valid YAML" in session.stderr) == (2, True)
+    assert (session.code, f"{path}:2: not valid YAML" in session.stderr) == (2, True)
 
 
 def test_missing_file_exits_2(tmp_path):

@@ -26,3 +26,17 @@ def test_data_paths_without_dataset_files_are_refused(tmp_path):
     result = run_cli("trainer", "configs/ner.yaml", "--out", out, "--set", "data.train_path=deu.train")
     assert_refused(result, "configs/ner.yaml", "train_path is only read with dataset: files")
     assert not out.exists()
+
+
+def test_a_key_given_twice_in_the_config_is_refused_with_its_line(tmp_path):
+    config, out = tmp_path / "config.yaml", tmp_path / "run"
+    config.write_text("task: ner\nseed: 1\nseed: 2\n")
+    assert_refused(run_cli("trainer", config, "--out", out), f"{config}:3:", "duplicate key 'seed'")
+    assert not out.exists()
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    config, out = tmp_path / "config.yaml", tmp_path / "run"
+    config.write_text("")
+    assert_refused(run_cli("trainer", config, "--out", out), f"{config}: no settings")
+    assert not out.exists()

@@ -6,7 +6,8 @@ from typing import get_args
 import pytest
 from pydantic import BaseModel
 
-from trainer.config import TASK_CONFIGS, ConfigError, NerConfig, load_config
+from orchestrator.space import SpaceError, load_space
+from trainer.config import TASK_CONFIGS, ConfigError, NerConfig, load_config, read_yaml_tree
 
 
 def write(tmp_path, text):
@@ -85,3 +86,32 @@ def test_every_float_field_rejects_non_finite_numbers(tmp_path, task, value):
 def test_data_paths_without_dataset_files_are_refused_rather_than_ignored(tmp_path):
     with pytest.raises(ConfigError, match=r"data: .*train_path and dev_path are only read with dataset: files"):
         load_config(write(tmp_path, "data:\n  train_path: deu.train\n  dev_path: deu.testa\n"))
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = write(tmp_path, "optim:\n  lr: 0.1\n  batch_size: 8\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:4: .*duplicate key 'lr' \(first given on line 2\)"):
+        load_config(path)
+
+
+def test_a_group_given_twice_in_a_search_space_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "task: ner\nepochs: 1\n"
+        "groups:\n  ce:\n    fixed: {procedure.name: ce}\n  ce:\n    fixed: {procedure.name: ss_greedy}\n"
+        "rows:\n  ce: {table: '1', label: CE, where: {procedure.name: ce}}\n"
+    )
+    with pytest.raises(SpaceError, match=rf"{re.escape(str(path))}:6: .*duplicate key 'ce' \(first given on line 4\)"):
+        load_space(path)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    text = "x-optim: &optim {lr: 0.1, batch_size: 8}\n"
+    tree = read_yaml_tree(write(tmp_path, text + "optim:\n  <<: *optim\n  lr: 0.2\n"))
+    assert tree["optim"] == {"lr": 0.2, "batch_size": 8}
+
+
+def test_an_empty_config_file_is_refused_rather_than_read_as_all_defaults(tmp_path):
+    path = write(tmp_path, "# only a comment\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: no settings \(the file is empty"):
+        load_config(path)

@@ -9,6 +9,7 @@ these models, so they cannot drift apart.
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -291,15 +292,53 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> TrainConfig:
     return parse_config(read_yaml_tree(Path(path), overrides), str(path))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error naming both lines:
+    plain YAML loaders silently keep the last value, so a forgotten earlier setting would still look set."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, and may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base constructor reports it
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r} (first given on line {first_line[key]})",
+                    problem_mark=key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """`text` parsed with UniqueKeyLoader; a syntax error or duplicate key is a ConfigError naming `source` and the
+    line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+
+
 def read_yaml_tree(path: Path, overrides: list[str] = ()) -> dict:
     """A YAML mapping with `key=value` overrides applied (values parsed as YAML); raises ConfigError.
     Shared by trainer configs and the orchestrator's search spaces."""
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    tree = parse_yaml(text, str(path))
+    if tree is None:
+        raise ConfigError(
+            f"{path}: no settings (the file is empty or only comments); an empty file is refused rather than read "
+            "as all defaults"
+        )
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for override in overrides:
