@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from trainer import evaluate_checkpoint, parse_config, train
 from trainer.checkpoint import load
@@ -74,6 +75,22 @@ def test_resumed_run_continues_the_schedule_and_matches_an_uninterrupted_run(con
     resumed = train(config, tmp_path / "cut", progress=False, log=lambda _: None)
     assert figures(resumed) == figures(whole)
     assert whole["epochs"][2]["gold_probability"] < whole["epochs"][1]["gold_probability"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+)
+def test_resuming_restores_the_random_generators_of_the_last_epoch(conll2003_en, tmp_path, device):
+    """On CUDA the device's generator too (dropout, the gold/model coin and sampling draw from it there)."""
+    config = parse_config({"data": {"max_train_sentences": 50, "max_dev_sentences": 20}, "optim": {"epochs": 1},
+                           "procedure": {"name": "ss_sample"}, "device": device})  # fmt: skip
+    train(config, tmp_path, progress=False, log=lambda _: None)
+    saved = load(tmp_path / "last.pt")
+    torch.manual_seed(123)  # reseeds the CUDA generators too
+    train(config, tmp_path, progress=False, log=lambda _: None)  # resumes after its last epoch: nothing to train
+    assert torch.equal(torch.get_rng_state(), saved["rng"])
+    if device == "cuda":
+        assert torch.equal(torch.cuda.get_rng_state(), saved["cuda_rng"][0])
 
 
 def test_resuming_with_another_config_is_refused(conll2003_en, tmp_path):

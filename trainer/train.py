@@ -35,6 +35,22 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def random_state(device: torch.device) -> dict:
+    """The generators a run draws from, for last.pt: torch's CPU generator and, on CUDA, the devices' own
+    (dropout masks, the gold/model coin and sampling draw from the latter there; issue 7)."""
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(saved: dict, device: torch.device) -> None:
+    """Undoes `random_state`; a run resumed where fewer GPUs are visible restores the ones it sees."""
+    torch.set_rng_state(saved["rng"])
+    if device.type == "cuda" and "cuda_rng" in saved:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"][: torch.cuda.device_count()])
+
+
 def train(
     config,
     out_dir: Path | str,
@@ -78,7 +94,7 @@ def train(
         optimizer.load_state_dict(resumed["optimizer"])
         schedule = ScheduleState.from_state_dict(resumed["schedule"])
         history, best = resumed["history"], resumed["best"]
-        torch.set_rng_state(resumed["rng"])
+        restore_random_state(resumed, device)
         log(f"Resuming {out_dir} after epoch {schedule.epoch} (step {schedule.step})")
 
     def payload(**extra) -> dict:
@@ -136,7 +152,7 @@ def train(
                 schedule=schedule.state_dict(),
                 history=history,
                 best=best,
-                rng=torch.get_rng_state(),
+                **random_state(device),
             ),
         )
         write_metrics(out_dir, config_dict, task.metric, history, best)
