@@ -33,6 +33,7 @@ from pydantic import (
 
 from trainer import ConfigError, parse_config
 from trainer.config import read_yaml_tree, set_dotted
+from trainer.tasks import TASKS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MLflow experiment, Optuna study and directory names
 
@@ -186,13 +187,19 @@ Pruner = Annotated[NoPruner | MedianPruner | SuccessiveHalvingPruner | Hyperband
 
 
 class Metric(StrictModel):
+    """What selection and pruning rank by. It must be what the trainer keeps best.pt by and what the summary
+    scores on test, the task's own metric, or a row would be chosen on one figure and reported on another."""
+
     name: str = Field(
         "dev_score",
         pattern=r"^dev_\w+$",
-        description="Per-epoch validation figure to optimise: dev_score (the task's metric, which also picks "
-        "best.pt) or dev_<metric>. Selection never looks at the test split.",
+        description="Per-epoch validation figure to optimise: dev_score, the task's metric (F1 for ner, BLEU for "
+        "mt), or that metric by name (dev_f1, dev_bleu), which is the same figure. Other figures the trainer logs, "
+        "such as dev_chrf, are refused: best.pt is kept on dev_score. Selection never looks at the test split.",
     )
-    mode: Literal["max", "min"] = Field("max", description="Whether higher (max) or lower (min) is better.")
+    mode: Literal["max", "min"] = Field(
+        "max", description="Whether higher (max) or lower (min) is better; F1 and BLEU both need max."
+    )
 
 
 class Resources(StrictModel):
@@ -359,6 +366,9 @@ def check_space(space: SearchSpace, source: str) -> None:
     for reserved in ("optim.epochs",):
         if reserved in flatten(space.base):
             raise SpaceError(f"{source}: base.{reserved}: the epoch budget is the top-level 'epochs'")
+    if space.task not in TASKS:
+        raise SpaceError(f"{source}: task: must be one of {', '.join(TASKS)}, not {space.task!r}")
+    _check_metric(space, source)
     _check_trainer_configs(space, source)
     candidates = {group: _candidate_values(space, group, source) for group in space.groups}
     for row_id, row in space.rows.items():
@@ -368,6 +378,20 @@ def check_space(space: SearchSpace, source: str) -> None:
                 raise SpaceError(f"{source}: rows.{row_id}.where.{key}: no such trainer field")
         if not any(_could_match(row.where, values) for values in candidates.values()):
             raise SpaceError(f"{source}: rows.{row_id}.where: matches no configuration of any group")
+
+
+def _check_metric(space: SearchSpace, source: str) -> None:
+    """The task's metric only (issue 7): best.pt is kept on dev_score and the summary scores it on test, so
+    selecting or pruning on another figure would choose on one number and report another."""
+    task_metric = TASKS[space.task].metric
+    allowed = ("dev_score", f"dev_{task_metric}")
+    if space.metric.name not in allowed:
+        raise SpaceError(
+            f"{source}: metric.name: {space.metric.name} is not what task {space.task} keeps best.pt by and scores "
+            f"on test ({task_metric}); use {' or '.join(allowed)}"
+        )
+    if space.metric.mode != "max":
+        raise SpaceError(f"{source}: metric.mode: {space.metric.name} ({task_metric}) is better when higher; use max")
 
 
 def _check_trainer_configs(space: SearchSpace, source: str) -> None:

@@ -7,7 +7,9 @@ from trainer.ner import NerTask
 from trainer.progress import log_line
 
 
+TASKS = {"ner": NerTask, "mt": MtTask}  # each names its metric (`metric`), which dev_score reports
+
+
 def build_task(config, vocabularies: dict[str, list[str]] | None = None, log=log_line):
     """Vocabularies come from the checkpoint when resuming or evaluating, else from the training split."""
-    tasks = {"ner": NerTask, "mt": MtTask}
-    return tasks[config.task](config, vocabularies, log=log)
+    return TASKS[config.task](config, vocabularies, log=log)
