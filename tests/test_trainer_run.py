@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
-from trainer import evaluate_checkpoint, parse_config, train
+from trainer import TrainingDiverged, evaluate_checkpoint, parse_config, train
 from trainer.checkpoint import load
+from trainer.train import write_metrics
 
 SLICE = {"max_train_sentences": 300, "max_dev_sentences": 100}
 
@@ -102,6 +103,33 @@ def test_resuming_with_another_config_is_refused(conll2003_en, tmp_path):
 def test_callback_can_stop_training(conll2003_en, tmp_path):
     summary = train(slice_config(), tmp_path, on_epoch=lambda record, _: True, progress=False, log=lambda _: None)
     assert len(summary["epochs"]) == 1
+
+
+def test_a_diverging_run_stops_at_once_with_status_1_naming_the_step_and_the_learning_rate(conll2003_en, tmp_path):
+    # SGD at lr 1e38 makes the parameters infinite after one step; the loss of step 2 is NaN.
+    result = run_cli(
+        "trainer", "configs/ner.yaml", "--out", str(tmp_path), "--no-progress",
+        "--set", "optim.optimizer=sgd", "--set", "optim.lr=1e38", "--set", "optim.epochs=2",
+        "--set", "data.max_train_sentences=64", "--set", "data.max_dev_sentences=20",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "training diverged: the training loss is nan at epoch 1, optimizer step 2" in result.stderr
+    assert "optim.lr (now 1e+38)" in result.stderr and "Traceback" not in result.stderr
+    assert "best dev" not in result.stdout and not (tmp_path / "metrics.json").exists()
+
+
+def test_divergence_raises_its_own_exception_from_the_python_api(conll2003_en, tmp_path):
+    config = parse_config({"optim": {"optimizer": "sgd", "lr": 1e38}, "data": {"max_train_sentences": 64}})
+    with pytest.raises(TrainingDiverged, match="epoch 1, optimizer step 2"):
+        train(config, tmp_path, progress=False, log=lambda _: None)
+
+
+def test_metrics_are_never_written_with_a_non_finite_number(tmp_path):
+    """Bare NaN/Infinity is not JSON; a non-finite figure is refused and the last valid file stays."""
+    write_metrics(tmp_path, {}, "f1", [{"epoch": 1, "train_loss": 0.5}], {"epoch": 1, "dev_score": 50.0})
+    with pytest.raises(ValueError):
+        write_metrics(tmp_path, {}, "f1", [{"epoch": 2, "train_loss": float("nan")}], {"epoch": 1, "dev_score": 50.0})
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == [{"epoch": 1, "train_loss": 0.5}]
 
 
 def test_bad_config_exits_with_status_2_and_names_the_field(tmp_path):

@@ -12,6 +12,14 @@ It imports neither Ray nor MLflow.
 
 from trainer.config import PROCEDURES, ConfigError, load_config, parse_config
 from trainer.evaluate import evaluate_checkpoint
-from trainer.train import train
+from trainer.train import TrainingDiverged, train
 
-__all__ = ["PROCEDURES", "ConfigError", "evaluate_checkpoint", "load_config", "parse_config", "train"]
+__all__ = [
+    "PROCEDURES",
+    "ConfigError",
+    "TrainingDiverged",
+    "evaluate_checkpoint",
+    "load_config",
+    "parse_config",
+    "train",
+]

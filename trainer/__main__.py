@@ -9,7 +9,7 @@ from pathlib import Path
 from trainer.config import ConfigError, load_config
 from trainer.data.conll import DataFormatError
 from trainer.data.fetch import FetchError
-from trainer.train import train
+from trainer.train import TrainingDiverged, train
 
 EPILOG = """\
 examples:
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             "(python -m trainer.describe TASK lists them).",
             file=sys.stderr,
         )
+        return 1
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(
         f"best dev {summary['metric']} {summary['best_dev_score']:.2f} at epoch {summary['best_epoch']}; "

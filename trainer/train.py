@@ -8,6 +8,7 @@ the best-dev checkpoint, by `trainer.evaluate`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,11 @@ from trainer.progress import log_line
 from trainer.schedules import ScheduleState, gold_probability, soft_alpha
 from trainer.tasks import build_task
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: every later step would train on garbage, so the run stops
+    (a sweep's trial then fails) instead of finishing with a meaningless "best dev" (issue 7)."""
+
+
 EpochCallback = Callable[[dict, Path], bool]
 """Called after every epoch with that epoch's record and the run directory (holding last.pt,
 best.pt and metrics.json); returning True stops training (e.g. a pruner's decision)."""
@@ -31,7 +37,7 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
     return torch.device(requested)
 
 
@@ -63,7 +69,6 @@ def train(
     Returns the content of `out_dir/metrics.json`: every epoch's figures and the best dev epoch.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config.model_dump(mode="json")
     device = resolve_device(config.device)
     if config.precision == "bf16" and device.type != "cuda":
@@ -73,11 +78,10 @@ def train(
     mixed_precision = config.precision == "bf16"
     torch.manual_seed(config.seed)
 
-    resumed = checkpoint.load(out_dir / checkpoint.LAST) if (out_dir / checkpoint.LAST).exists() else None
-    if resumed is not None and resumed["config"] != config_dict:
-        raise ValueError(f"{out_dir} holds a run of another config; use a new --out directory")
+    resumed = checkpoint.load_resume_state(out_dir, config_dict)
     task = build_task(config, resumed["vocabularies"] if resumed else None, log=log)
     train_set, dev_set = task.read_split("train"), task.read_split("dev")
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input (config, checkpoint, data) leaves no folder
 
     model = task.build_model().to(device)
     optim = config.optim
@@ -119,11 +123,17 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
             optimizer.step()
             schedule.step += 1
+            step_loss = loss.item()
+            if not math.isfinite(step_loss):
+                raise TrainingDiverged(
+                    f"training diverged: the training loss is {step_loss} at epoch {schedule.epoch + 1}, optimizer "
+                    f"step {schedule.step}. Lower optim.lr (now {optim.lr:g}) and start a new run."
+                )
             tokens = int((batch.targets != model.pad_id).sum())
-            loss_sum += loss.item() * tokens
+            loss_sum += step_loss * tokens
             token_count += tokens
             gold_sum += epsilon
-            bar.set_postfix(loss=f"{loss.item():.3f}", eps=f"{epsilon:.3f}")
+            bar.set_postfix(loss=f"{step_loss:.3f}", eps=f"{epsilon:.3f}")
 
         peak_memory = {}
         if device.type == "cuda":
@@ -175,6 +185,6 @@ def write_metrics(out_dir: Path, config_dict: dict, metric: str, history: list[d
         "best_dev_score": best["dev_score"] if best["epoch"] is not None else None,
     }
     partial = out_dir / "metrics.json.partial"
-    partial.write_text(json.dumps(summary, indent=2))
+    partial.write_text(json.dumps(summary, indent=2, allow_nan=False))  # bare NaN/Infinity is not JSON
     partial.replace(out_dir / "metrics.json")
     return summary
