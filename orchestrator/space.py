@@ -16,7 +16,9 @@ import copy
 import itertools
 import json
 import math
+import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,7 +34,8 @@ from pydantic import (
 )
 
 from trainer import ConfigError, parse_config
-from trainer.config import read_yaml_tree, set_dotted
+from trainer.config import TASK_CONFIGS, read_yaml_tree, set_dotted
+from trainer.data.parallel import split_files
 from trainer.tasks import TASKS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # MLflow experiment, Optuna study and directory names
@@ -324,8 +327,12 @@ def validated_flat_config(tree: dict, source: str) -> dict[str, Any]:
     return flatten(parse_config(tree, source).model_dump(mode="json"))
 
 
-def load_space(path: Path | str, overrides: list[str] = ()) -> SearchSpace:
-    """Reads and validates a search-space file, trainer configs and rows included; raises SpaceError."""
+def load_space(path: Path | str, overrides: list[str] = (), test_split: bool = True) -> SearchSpace:
+    """Reads and validates a search-space file, trainer configs, data paths and rows included; raises SpaceError.
+
+    Relative data paths become absolute, taken from the directory the command runs in: Tune runs every trial in
+    a folder of its own. `test_split` False (--no-test) lets the test split be missing until a later rerun.
+    """
     path = Path(path)
     try:
         tree = read_yaml_tree(path, overrides)
@@ -339,7 +346,7 @@ def load_space(path: Path | str, overrides: list[str] = ()) -> SearchSpace:
         for item in error.errors():
             lines.append(f"  {field_path(item['loc']) or '<root>'}: {item['msg']}")
         raise SpaceError("\n".join(lines)) from None
-    check_space(space, str(path))
+    check_space(space, str(path), test_split)
     return space
 
 
@@ -358,8 +365,9 @@ def field_path(loc: tuple) -> str:
     return ".".join(parts)
 
 
-def check_space(space: SearchSpace, source: str) -> None:
-    """Checks what the schema alone cannot: trainer fields exist and validate, grid needs lists, rows match."""
+def check_space(space: SearchSpace, source: str, test_split: bool = True) -> None:
+    """Checks what the schema alone cannot: trainer fields exist and validate, data exists, grid needs lists,
+    rows match. Makes relative data paths absolute first (see load_space)."""
     for key in space.base:
         if key in RESERVED_KEYS:
             raise SpaceError(f"{source}: base.{key}: set by the sweep (use the top-level epochs / seed / task)")
@@ -369,7 +377,8 @@ def check_space(space: SearchSpace, source: str) -> None:
     if space.task not in TASKS:
         raise SpaceError(f"{source}: task: must be one of {', '.join(TASKS)}, not {space.task!r}")
     _check_metric(space, source)
-    _check_trainer_configs(space, source)
+    _absolute_paths(space, path_fields(TASK_CONFIGS[space.task]))
+    _check_trainer_configs(space, source, test_split)
     candidates = {group: _candidate_values(space, group, source) for group in space.groups}
     for row_id, row in space.rows.items():
         known = candidates[next(iter(space.groups))]
@@ -394,7 +403,68 @@ def _check_metric(space: SearchSpace, source: str) -> None:
         raise SpaceError(f"{source}: metric.mode: {space.metric.name} ({task_metric}) is better when higher; use max")
 
 
-def _check_trainer_configs(space: SearchSpace, source: str) -> None:
+def path_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Dotted names of the trainer fields that hold a path (data.train_path, data.path, data_dir, ...)."""
+    found = set()
+    for name, field in model.model_fields.items():
+        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        if Path in kinds:
+            found.add(prefix + name)
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found |= path_fields(kind, f"{prefix}{name}.")
+    return found
+
+
+def _absolute_paths(space: SearchSpace, fields: set[str]) -> None:
+    """Relative paths in base, fixed fields, axes and rows, taken from the working directory (issue 7: a
+    relative path failed in every trial, since Tune runs each in a folder of its own)."""
+    space.base = _absolute(space.base, "", fields)
+    for holder in (space, *space.groups.values()):
+        holder.axes = {key: _absolute(axis, key, fields) for key, axis in holder.axes.items()}
+    for group in space.groups.values():
+        group.fixed = {key: _absolute(value, key, fields) for key, value in group.fixed.items()}
+    for row in space.rows.values():
+        row.where = {key: _absolute(value, key, fields) for key, value in row.where.items()}
+
+
+def _absolute(value: Any, field: str, fields: set[str]) -> Any:
+    """`value` as set for the trainer field `field`, a leaf, a section (dict) or an axis (list of leaves)."""
+    if isinstance(value, dict):
+        return {key: _absolute(item, f"{field}.{key}" if field else key, fields) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_absolute(item, field, fields) for item in value]
+    if field in fields and isinstance(value, str):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def _missing_data(config, test_split: bool) -> str | None:
+    """What a trial of `config` would not find among its data files (fetched data sets are not checked)."""
+    data = config.data
+    if data.dataset != "files":
+        return None
+    splits = ("train", "dev", "test") if test_split else ("train", "dev")
+    no_test = "; the chosen checkpoints are scored on test: give it, or pass --no-test"
+    if config.task == "ner":
+        for split in splits:
+            path = getattr(data, f"{split}_path")
+            if path is None:
+                return f"data.{split}_path: not set{no_test}"
+            if not path.is_file():
+                problem = "a folder, not a file" if path.is_dir() else "no such file"
+                return f"data.{split}_path: {problem}: {path}" + (no_test if split == "test" else "")
+        return None
+    if not data.path.is_dir():
+        return f"data.path: {'not a folder' if data.path.exists() else 'no such folder'}: {data.path}"
+    for split in splits:
+        for path in split_files(data.path, split, data.source_lang, data.target_lang):
+            if not path.is_file():
+                return f"data.path: no file {path.name} in {data.path}" + (no_test if split == "test" else "")
+    return None
+
+
+def _check_trainer_configs(space: SearchSpace, source: str, test_split: bool) -> None:
     for group_name, group in space.groups.items():
         axes = space.group_axes(group_name)
         for key in list(group.fixed) + list(axes):
@@ -411,9 +481,12 @@ def _check_trainer_configs(space: SearchSpace, source: str) -> None:
             where = ", ".join(f"{k}={v!r}" for k, v in params.items())
             label = f"{source}: groups.{group_name}" + (f" with {where}" if where else "")
             try:
-                parse_config(space.trainer_tree(group_name, params, restart=0), label)
+                config = parse_config(space.trainer_tree(group_name, params, restart=0), label)
             except ConfigError as error:
                 raise SpaceError(str(error)) from None
+            missing = _missing_data(config, test_split)
+            if missing:
+                raise SpaceError(f"{label}: {missing}")
 
 
 def _probe_params(axes: dict[str, Any]) -> list[dict[str, Any]]:

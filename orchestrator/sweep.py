@@ -138,7 +138,7 @@ def int_at_least(minimum: int):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        space = load_space(args.space, args.overrides)
+        space = load_space(args.space, args.overrides, test_split=not args.no_test)
     except SpaceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ Every case here is refused before Ray, Optuna or MLflow would start, so no test 
 from __future__ import annotations
 
 import pytest
+import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
 from orchestrator import sweep
@@ -22,6 +23,27 @@ def refused(argv: list, out, *expected: str) -> str:
     assert "Traceback" not in session.stderr
     assert not out.exists()
     return session.stderr
+
+
+def space_file(directory, task: str = "ner", **data) -> str:
+    """A one-group search space whose trials read `data` (dataset: files)."""
+    tree = {
+        "task": task,
+        "base": {"data": {"dataset": "files", **data}},
+        "epochs": 1,
+        "groups": {"ce": {"fixed": {"procedure.name": "ce"}}},
+        "rows": {"ce": {"label": "CE", "where": {"procedure.name": "ce"}}},
+    }
+    path = directory / "space.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def conll_files(directory, *names: str) -> dict:
+    directory.mkdir(exist_ok=True)
+    for name in names:
+        (directory / name).write_text("EU B-ORG\nrejects O\n")
+    return {f"{name}_path": str(directory / name) for name in ("train", "dev", "test")}
 
 
 @pytest.mark.parametrize(
@@ -63,3 +85,39 @@ def test_the_tasks_metric_by_name_is_accepted(space, metric, tmp_path):
     session = run_main([space, "--set", f"metric.name={metric}", "--dry-run", "--out", tmp_path / "out"])
     assert session.code == 0, session.stderr
     assert f"metric {metric} (max)" in session.stdout
+
+
+def test_data_file_that_does_not_exist_is_refused_naming_the_field(tmp_path):
+    paths = conll_files(tmp_path / "data", "dev", "test")
+    space = space_file(tmp_path, **paths)
+    refused([space], tmp_path / "out", f"{space}: groups.ce: data.train_path: no such file: {paths['train_path']}")
+
+
+def test_data_file_that_is_a_folder_is_refused_naming_the_field(tmp_path):
+    paths = conll_files(tmp_path / "data", "train", "test")
+    (tmp_path / "data" / "dev").mkdir()
+    space = space_file(tmp_path, **paths)
+    refused([space], tmp_path / "out", "data.dev_path: a folder, not a file", paths["dev_path"])
+
+
+def test_missing_test_split_is_refused_unless_the_sweep_does_not_score_on_test(tmp_path):
+    space = space_file(tmp_path, **conll_files(tmp_path / "data", "train", "dev"))
+    refused([space], tmp_path / "out", "data.test_path: no such file", "pass --no-test")
+    session = run_main([space, "--no-test", "--dry-run", "--out", tmp_path / "out"])
+    assert session.code == 0, session.stderr
+
+
+def test_relative_data_path_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    space = space_file(tmp_path, train_path="train", dev_path="dev", test_path="test")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    refused([space], tmp_path / "out", f"data.train_path: no such file: {tmp_path / 'run' / 'train'}")
+
+
+def test_mt_folder_without_a_split_file_is_refused_naming_the_file(tmp_path):
+    folder = tmp_path / "iwslt"
+    folder.mkdir()
+    for name in ("train.de", "train.en", "valid.de", "test.de", "test.en"):
+        (folder / name).write_text("hallo welt\n")
+    space = space_file(tmp_path, task="mt", path=str(folder))
+    refused([space], tmp_path / "out", f"{space}: groups.ce: data.path: no file valid.en in {folder}")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
+from orchestrator.space import load_space, validated_flat_config
 from orchestrator.sweep import STATE_FILE
 
 VALID = {
@@ -107,10 +108,50 @@ def test_dry_run_lists_every_trial_of_the_grid_and_runs_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+# The data the paper spaces name by relative paths (the user brings it); empty stand-ins suffice to validate.
+PAPER_DATA = [
+    "data/conll2003_de/deu.train",
+    "data/conll2003_de/deu.testa",
+    "data/conll2003_de/deu.testb",
+    *(f"data/iwslt14.tokenized.de-en/{split}.{lang}" for split in ("train", "valid", "test") for lang in ("de", "en")),
+]
+
+
 @pytest.mark.parametrize("space", sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml")))
-def test_shipped_search_space_is_valid(space):
+def test_shipped_search_space_is_valid(space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in PAPER_DATA:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
     session = run_main([REPO / "search_spaces" / space, "--dry-run"])
     assert session.code == 0, session.stderr
+
+
+def test_relative_data_paths_reach_every_trial_absolute_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    for name in ("train", "dev", "dev2", "test"):
+        (tmp_path / "run" / "data" / name).touch()
+    tree = copy.deepcopy(VALID)
+    tree["base"] = {"data": {"dataset": "files", "train_path": "data/train", "test_path": "data/test"}}
+    tree["groups"]["ce"]["fixed"]["data.dev_path"] = "data/dev"
+    tree["groups"]["soft"]["fixed"]["data"] = {**tree["base"]["data"], "dev_path": "data/../data/dev"}
+    tree["groups"]["soft"]["axes"]["data.dev_path"] = ["data/dev", "data/dev2"]
+    tree["rows"]["dev2"] = {"label": "dev2", "where": {"data.dev_path": "data/dev2"}}
+    (tmp_path / "spaces").mkdir()
+    path = tmp_path / "spaces" / "space.yaml"  # not where the paths are taken from
+    path.write_text(yaml.safe_dump(tree))
+    monkeypatch.chdir(tmp_path / "run")
+
+    space = load_space(path)
+
+    data = tmp_path / "run" / "data"
+    ce = space.trainer_tree("ce", {}, restart=0)["data"]
+    expected = {"dataset": "files", "train_path": str(data / "train"), "test_path": str(data / "test")}
+    assert ce == {**expected, "dev_path": str(data / "dev")}
+    assert space.groups["soft"].fixed["data"] == {**expected, "dev_path": str(data / "dev")}
+    assert space.group_axes("soft")["data.dev_path"] == [str(data / "dev"), str(data / "dev2")]
+    soft = space.trainer_tree("soft", {"procedure.k": 10, "data.dev_path": str(data / "dev2")}, restart=0)
+    assert space.rows_of(validated_flat_config(soft, "trial")) == ["dev2"]
 
 
 def test_resume_without_an_interrupted_sweep_exits_2(tmp_path):
