@@ -33,6 +33,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from trainer.config import PROCEDURES, MtModelConfig, NerModelConfig
 from trainer.feedback import SOFT_PROCEDURES, FeedbackPolicy
@@ -41,9 +42,29 @@ from trainer.train import resolve_device
 from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
 
 
+UNROLLED_CE = "ce_unrolled"  # speed table: ce forced through the step-by-step unroll, for reference
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def forward_keeping_count(model: torch.nn.Module, forward) -> tuple[torch.Tensor, int]:
+    """Runs `forward()` (returning the loss) and counts the bytes of the tensors autograd keeps for backward,
+    parameters excluded and shared storage counted once."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = forward()
+    return loss, sum(saved.values())
 
 
 def measure_step(
@@ -58,15 +79,6 @@ def measure_step(
     targets = torch.randint(4, vocab, (batch, length), device=device)
     src_lengths = torch.full((batch,), length)
     feedback = FeedbackPolicy(procedure, model.excluded_ids, top_k)
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -74,9 +86,9 @@ def measure_step(
     else:
         before = _resident_bytes()
     started = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        _, loss = model(src, src_lengths, targets, feedback, gold_probability=0.0, alpha=1.0)
-    saved_bytes = sum(saved.values())
+    loss, saved_bytes = forward_keeping_count(
+        model, lambda: model(src, src_lengths, targets, feedback, gold_probability=0.0, alpha=1.0)[1]
+    )
     loss.backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -104,36 +116,55 @@ def speed_table(args: argparse.Namespace) -> list[str]:
     targets = torch.randint(2, len(targets_vocab), (args.batch, args.length), device=device)
     src_lengths = torch.full((args.batch,), args.length)
     rows = _rows(args.top_k, args.procedures)
-    policies = {row: FeedbackPolicy(row[0], model.excluded_ids, row[1]) for row in rows}
+    if "ce" in args.procedures:
+        rows.insert(1, (UNROLLED_CE, None))
+    policies = {row: FeedbackPolicy("ce" if row[0] == UNROLLED_CE else row[0], model.excluded_ids, row[1]) for row in rows}
 
-    def step(policy: FeedbackPolicy) -> None:
-        _, loss = model(src, src_lengths, targets, policy, gold_probability=0.0, alpha=1.0)
+    def loss_of(row: tuple) -> torch.Tensor:
+        if row[0] != UNROLLED_CE:
+            return model(src, src_lengths, targets, policies[row], gold_probability=0.0, alpha=1.0)[1]
+        # What ce cost before teacher forcing was fused: the same model through the step-by-step unroll.
+        keys, mask, final = model.encode(src, src_lengths)
+        logits = model.decoder.unrolled(keys, mask, final, targets, model.bos_id, policies[row], 1.0, 1.0)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=model.pad_id)
+
+    def step(row: tuple) -> None:
+        loss = loss_of(row)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for policy in policies.values():
-        step(policy)  # warm-up: first-call allocations and kernel selection
+    saved = {}
+    for row in rows:  # warm-up (first-call allocations, kernel selection) and the memory kept for backward
+        loss, saved[row] = forward_keeping_count(model, lambda row=row: loss_of(row))
+        loss.backward()
+        step(row)
     timings: dict[tuple, list[float]] = {row: [] for row in rows}
     for _ in range(args.rounds):
-        for row, policy in policies.items():
+        for row in rows:
             started = time.perf_counter()
             for _ in range(args.steps):
-                step(policy)
+                step(row)
             timings[row].append((time.perf_counter() - started) / args.steps)
     medians = {row: sorted(times)[len(times) // 2] for row, times in timings.items()}
-    base = medians.get(("ce", None))
+    base, base_saved = medians.get(("ce", None)), saved.get(("ce", None))
     lines = [
         f"# training step (forward + backward + Adam) of the {args.task.upper()} model: vocabulary {args.vocab}, "
         f"batch {args.batch}, length {args.length}, device {device.type}, {torch.get_num_threads()} threads, "
         f"ε=0, α=1; median of {args.rounds} interleaved rounds of {args.steps} steps",
-        f"{'procedure':<12} {'top_k':>6} {'ms/step':>9} {'x ce':>6}",
+        "# x ce: ratio to ce (teacher forcing, fused where the attention allows) timed in this run; "
+        f"{UNROLLED_CE}: ce through the step-by-step unroll; saved MB: tensors kept for backward",
+        f"{'procedure':<12} {'top_k':>6} {'ms/step':>9} {'x ce':>6} {'saved MB':>9} {'x ce':>6}",
     ]
     for (procedure, top_k), seconds in medians.items():
         ratio = f"{seconds / base:.2f}" if base else "-"
-        lines.append(f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6}")
+        kept = saved[(procedure, top_k)]
+        kept_ratio = f"{kept / base_saved:.2f}" if base_saved else "-"
+        lines.append(
+            f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6} {kept / 2**20:>9.1f} {kept_ratio:>6}"
+        )
     return lines
 
 
