@@ -42,6 +42,9 @@ def test_every_procedure_trains_through_the_command_line(conll2003_en, tmp_path,
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert metrics["epochs"][1]["gold_probability"] == (1.0 if procedure == "ce" else 0.0)
     assert (tmp_path / "best.pt").exists() and "dev f1" in result.stdout
+    has_alpha = procedure in ("soft_greedy", "soft_sample")  # ce and the hard procedures have no α
+    assert all(("alpha" in epoch) == has_alpha for epoch in metrics["epochs"])
+    assert ("alpha" in result.stdout) == has_alpha
 
 
 def test_evaluate_scores_the_best_checkpoint_on_test(conll2003_en, tmp_path):

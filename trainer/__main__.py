@@ -19,10 +19,10 @@ examples:
   python -m trainer configs/mt_ding.yaml --out runs/mt-soft --set procedure.name=soft_sample
   python -m trainer.evaluate runs/mt-soft/best.pt --split test --beam 5
 
-Writes DIR/metrics.json (every epoch: train loss, gold probability eps, alpha, dev score,
-seconds; and the best dev epoch), DIR/best.pt (best-dev checkpoint) and DIR/last.pt
-(resume state). Rerunning the same command on the same DIR resumes after the last
-finished epoch, schedules included. Training never reads the test split.
+Writes DIR/metrics.json (every epoch: train loss, gold probability eps, alpha for the soft
+procedures, dev score, seconds; and the best dev epoch), DIR/best.pt (best-dev checkpoint)
+and DIR/last.pt (resume state). Rerunning the same command on the same DIR resumes after the
+last finished epoch, schedules included. Training never reads the test split.
 Every config key, its default and meaning: python -m trainer.describe (or configs/*.yaml).
 """
 
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config field by its dotted path, e.g. procedure.k=10 (repeatable; VALUE is YAML)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar within epochs")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar within epochs (shown only on a terminal)"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from trainer import checkpoint
 from trainer.config import ConfigError
-from trainer.feedback import FeedbackPolicy
-from trainer.progress import log_line
+from trainer.feedback import SOFT_PROCEDURES, FeedbackPolicy
+from trainer.progress import log_line, progress_bar
 from trainer.schedules import ScheduleState, gold_probability, soft_alpha
 from trainer.tasks import build_task
 
@@ -89,6 +88,7 @@ def train(
     optimizer = optimizer_class(model.parameters(), lr=optim.lr)
     procedure = config.procedure
     feedback = FeedbackPolicy(procedure.name, model.excluded_ids, procedure.soft_top_k)
+    uses_alpha = procedure.name in SOFT_PROCEDURES
     schedule = ScheduleState()
     history: list[dict] = []
     best: dict = {"epoch": None, "dev_score": float("-inf")}
@@ -110,7 +110,7 @@ def train(
         alpha = soft_alpha(procedure.alpha, schedule)
         loss_sum, token_count, gold_sum = 0.0, 0, 0.0
         batches = task.batches(train_set, optim.batch_size, shuffle=True)
-        bar = tqdm(batches, desc=f"epoch {schedule.epoch + 1}/{optim.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(batches, f"epoch {schedule.epoch + 1}/{optim.epochs}", enabled=progress)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for batch in bar:
@@ -144,7 +144,7 @@ def train(
             "epoch": schedule.epoch,
             "train_loss": loss_sum / max(token_count, 1),
             "gold_probability": gold_sum / max(len(batches), 1),
-            "alpha": alpha,
+            **({"alpha": alpha} if uses_alpha else {}),  # ce and the hard procedures have no α
             **{f"dev_{name}": value for name, value in dev_scores.items()},
             "dev_score": dev_scores[task.metric],
             "seconds": time.perf_counter() - started,
@@ -166,9 +166,10 @@ def train(
             ),
         )
         write_metrics(out_dir, config_dict, task.metric, history, best)
+        shown_alpha = f"alpha {alpha:.3g}  " if uses_alpha else ""
         log(
             f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  eps {record['gold_probability']:.4f}  "
-            f"alpha {alpha:.3g}  dev {task.metric} {record['dev_score']:.2f}  ({record['seconds']:.1f}s)"
+            f"{shown_alpha}dev {task.metric} {record['dev_score']:.2f}  ({record['seconds']:.1f}s)"
         )
         if on_epoch is not None and on_epoch(record, out_dir):
             log(f"stopped after epoch {record['epoch']} at the caller's request")
