@@ -1,13 +1,14 @@
 """`python -m orchestrator.sweep SPACE.yaml`: run a search space on Ray Tune, track it in MLflow, fill the table.
 
-Top to bottom: validate the space, set up the output directory (or find the
-interrupted sweep in it), MLflow experiment and parent run, Ray, the Optuna
-studies; run the trials (RestartSearcher proposes, OptunaPruningScheduler
+Top to bottom: validate the space; check everything else that can refuse the
+command (the output directory's sweep, the tracking server) before anything is
+written; set up the output directory, MLflow experiment and parent run, Ray, the
+Optuna studies; run the trials (RestartSearcher proposes, OptunaPruningScheduler
 prunes, callbacks track and print); then choose per row on dev, score the
 choices on test, and write the summary.
 
 Ray, Optuna and MLflow are imported where they are first needed, so that
---help, --dry-run and a bad search-space file answer within a second.
+--help and a bad search-space file answer within a second.
 """
 
 from __future__ import annotations
@@ -139,27 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space = load_space(args.space, args.overrides, test_split=not args.no_test)
-    except SpaceError as error:
+        out_dir = (args.out or Path("sweeps") / space.name).expanduser().resolve()
+        state, resuming = preflight(space, args, out_dir)
+    except (SpaceError, SweepSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(plan_text(space, args.space))
         return 0
-    if args.address and args.address.startswith("ray://"):
-        # Under Ray Client, Tune runs its loop (searcher, pruner, tracker) on the head node, away from the
-        # output directory, the Optuna storage and the SQLite store this process reads.
-        print(
-            "error: --address ray://... (Ray Client) is not supported; run the sweep on a cluster node, e.g. "
-            "ray job submit ... -- python -m orchestrator.sweep SPACE.yaml --address auto (deploy/README.md)",
-            file=sys.stderr,
-        )
-        return 2
-    out_dir = (args.out or Path("sweeps") / space.name).expanduser().resolve()
     try:
-        return run_sweep(space, args, out_dir)
-    except SweepSetupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return run_sweep(space, args, out_dir, state, resuming)
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to resume the sweep in {out_dir}", file=sys.stderr)
         return 130
@@ -201,6 +191,44 @@ def plan_text(space: SearchSpace, path: Path) -> str:
     return "\n".join(lines)
 
 
+def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tuple[dict, bool]:
+    """Everything besides the space that can refuse the command, checked before anything is written or started
+    (--dry-run included): the Ray address, the sweep already in `out_dir`, the tracking server. Returns the
+    sweep's state (the interrupted sweep's, or a new one without MLflow ids yet) and whether it resumes."""
+    from orchestrator import tracking
+
+    if args.address and args.address.startswith("ray://"):
+        # Under Ray Client, Tune runs its loop (searcher, pruner, tracker) on the head node, away from the
+        # output directory, the Optuna storage and the SQLite store this process reads.
+        raise SweepSetupError(
+            "--address ray://... (Ray Client) is not supported; run the sweep on a cluster node, e.g. "
+            "ray job submit ... -- python -m orchestrator.sweep SPACE.yaml --address auto (deploy/README.md)"
+        )
+    tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri, out_dir)
+    storage = args.storage or str(out_dir)
+    state = load_state(out_dir)
+    if state is None and args.resume:
+        raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
+    if state is not None:
+        if state["fingerprint"] != space.fingerprint():
+            raise SweepSetupError(
+                f"{out_dir} holds a sweep of another search space (or other --set values); a resumed sweep "
+                "cannot change which trials run. Use a new --out, or restore the space file."
+            )
+        if state["tracking_uri"] != tracking_uri:
+            raise SweepSetupError(f"{out_dir} tracks to {state['tracking_uri']}, not {tracking_uri}")
+        if state["storage"] != storage:
+            raise SweepSetupError(f"{out_dir} keeps its trials in {state['storage']}, not {storage}")
+    try:
+        tracking.check_server(tracking_uri)
+    except tracking.TrackingServerDown as error:
+        raise SweepSetupError(str(error)) from None
+    if state is not None:
+        return state, True
+    new = {"space_file": str(args.space), "fingerprint": space.fingerprint(), "tracking_uri": tracking_uri}
+    return {**new, "storage": storage}, False
+
+
 def load_state(out_dir: Path) -> dict | None:
     path = out_dir / STATE_FILE
     return json.loads(path.read_text()) if path.exists() else None
@@ -212,38 +240,19 @@ def save_state(out_dir: Path, state: dict) -> None:
     partial.replace(out_dir / STATE_FILE)
 
 
-def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> int:
+def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict, resuming: bool) -> int:
     from orchestrator import tracking
 
     started = time.monotonic()
-    state = load_state(out_dir)
-    if args.resume and state is None:
-        raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
-    tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri, out_dir)
-    storage = args.storage or str(out_dir)
-    if state is not None:
-        if state["fingerprint"] != space.fingerprint():
-            raise SweepSetupError(
-                f"{out_dir} holds a sweep of another search space (or other --set values); a resumed sweep "
-                "cannot change which trials run. Use a new --out, or restore the space file."
-            )
-        if state["tracking_uri"] != tracking_uri:
-            raise SweepSetupError(f"{out_dir} tracks to {state['tracking_uri']}, not {tracking_uri}")
-        if state["storage"] != storage:
-            raise SweepSetupError(f"{out_dir} keeps its trials in {state['storage']}, not {storage}")
+    tracking_uri = state["tracking_uri"]
+    if resuming:
         print(f"resuming the sweep in {out_dir}", flush=True)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
-        experiment_id = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
-        parent = tracking.start_parent_run(tracking_uri, experiment_id, space, args.space, out_dir)
-        state = {
-            "space_file": str(args.space),
-            "fingerprint": space.fingerprint(),
-            "tracking_uri": tracking_uri,
-            "experiment_id": experiment_id,
-            "parent_run_id": parent,
-            "storage": storage,
-        }
+        state["experiment_id"] = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
+        state["parent_run_id"] = tracking.start_parent_run(
+            tracking_uri, state["experiment_id"], space, args.space, out_dir
+        )
         save_state(out_dir, state)
     tracking.set_run_status(tracking_uri, state["parent_run_id"], "RUNNING")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -36,6 +38,32 @@ def resolve_tracking_uri(flag: str | None, out_dir: Path) -> str:
 
 def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "/"))
+
+
+class TrackingServerDown(ConnectionError):
+    """An HTTP tracking server that does not answer; the message names its URI."""
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Raises TrackingServerDown unless an HTTP tracking server answers its /health endpoint within `timeout`
+    seconds: MLflow's client retries a server that is down for minutes before it fails (issue 7), and by then
+    the sweep would have started. A database or file store has no server to ask."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return  # it is up and wants credentials, which MLflow's client sends (MLFLOW_TRACKING_USERNAME, ...)
+        problem = f"{health} answered HTTP {error.code}: is it an MLflow tracking server?"
+    except (urllib.error.URLError, OSError) as error:  # refused, unknown host, timed out
+        problem = f"no answer from {health}: {getattr(error, 'reason', error)}"
+    raise TrackingServerDown(
+        f"MLflow tracking server {uri} is not reachable ({problem}); start it, or give another "
+        "--tracking-uri (or $MLFLOW_TRACKING_URI)"
+    )
 
 
 def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:

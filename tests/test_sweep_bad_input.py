@@ -5,6 +5,11 @@ Every case here is refused before Ray, Optuna or MLflow would start, so no test 
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+import time
+
 import pytest
 import yaml
 from sweep_helpers import REPO, SMOKE, run_main
@@ -15,14 +20,20 @@ MT_SPACE = REPO / "search_spaces" / "mt_ding.yaml"
 
 
 def refused(argv: list, out, *expected: str) -> str:
-    """Runs the sweep CLI in this process; checks the refusal and returns its stderr."""
+    """Runs the sweep CLI in this process; checks the refusal, that `out` is as it was (absent, mostly), and
+    returns the error."""
+    before = contents(out)
     session = run_main([*argv, "--out", out])
     assert session.code == 2, session.stderr
     for text in expected:
         assert text in session.stderr
     assert "Traceback" not in session.stderr
-    assert not out.exists()
+    assert contents(out) == before
     return session.stderr
+
+
+def contents(folder) -> dict | None:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
 
 
 def space_file(directory, task: str = "ner", **data) -> str:
@@ -121,3 +132,35 @@ def test_mt_folder_without_a_split_file_is_refused_naming_the_file(tmp_path):
         (folder / name).write_text("hallo welt\n")
     space = space_file(tmp_path, task="mt", path=str(folder))
     refused([space], tmp_path / "out", f"{space}: groups.ce: data.path: no file valid.en in {folder}")
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound to find a free one, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_tracking_server_that_is_down_is_refused_in_seconds_naming_the_uri(dry_run, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    refused([SMOKE, "--tracking-uri", uri] + (["--dry-run"] if dry_run else []), tmp_path / "out", uri, "not reachable")
+    assert time.monotonic() - started < 60  # MLflow's own retries took 251 s
+
+
+def test_tracking_server_from_the_environment_is_checked_too(tmp_path, monkeypatch):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    refused([SMOKE], tmp_path / "out", f"MLflow tracking server {uri} is not reachable")
+
+
+def test_http_server_that_is_not_mlflow_is_refused(tmp_path):
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        refused([SMOKE, "--tracking-uri", uri], tmp_path / "out", f"{uri}/health answered HTTP 501")
+    finally:
+        server.shutdown()
+        server.server_close()
