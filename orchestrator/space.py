@@ -270,7 +270,7 @@ class SearchSpace(StrictModel):
         tree = copy.deepcopy(self.base)
         tree["task"] = self.task
         for key, value in {**self.groups[group].fixed, **params}.items():
-            set_dotted(tree, key, value)
+            set_dotted(tree, key, copy.deepcopy(value))  # a section given whole must not share the space's dict
         set_dotted(tree, "optim.epochs", self.epochs)
         tree["seed"] = self.seed + restart
         return tree
@@ -467,9 +467,10 @@ def _missing_data(config, test_split: bool) -> str | None:
 def _check_trainer_configs(space: SearchSpace, source: str, test_split: bool) -> None:
     for group_name, group in space.groups.items():
         axes = space.group_axes(group_name)
-        for key in list(group.fixed) + list(axes):
+        fixed = flatten(group.fixed)  # {optim: {epochs: 3}} sets optim.epochs too
+        for key in list(fixed) + list(axes):
             if key in RESERVED_KEYS:
-                kind = "fixed" if key in group.fixed else "axes"
+                kind = "fixed" if key in fixed else "axes"
                 raise SpaceError(f"{source}: groups.{group_name}.{kind}.{key}: set by the sweep, not by a group")
         for key, axis in axes.items():
             if space.sampler.type == "grid" and not isinstance(axis, list):
@@ -481,7 +482,11 @@ def _check_trainer_configs(space: SearchSpace, source: str, test_split: bool) ->
             where = ", ".join(f"{k}={v!r}" for k, v in params.items())
             label = f"{source}: groups.{group_name}" + (f" with {where}" if where else "")
             try:
-                config = parse_config(space.trainer_tree(group_name, params, restart=0), label)
+                tree = space.trainer_tree(group_name, params, restart=0)
+            except ConfigError as error:  # a dotted key through a value that is not a section
+                raise SpaceError(f"{label}: {error}") from None
+            try:
+                config = parse_config(tree, label)
             except ConfigError as error:
                 raise SpaceError(str(error)) from None
             missing = _missing_data(config, test_split)

@@ -27,6 +27,7 @@ from orchestrator.space import (
     SpaceError,
     config_id,
     describe_axis,
+    flatten,
     load_space,
     validated_flat_config,
 )
@@ -210,15 +211,7 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
     if state is None and args.resume:
         raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
     if state is not None:
-        if state["fingerprint"] != space.fingerprint():
-            raise SweepSetupError(
-                f"{out_dir} holds a sweep of another search space (or other --set values); a resumed sweep "
-                "cannot change which trials run. Use a new --out, or restore the space file."
-            )
-        if state["tracking_uri"] != tracking_uri:
-            raise SweepSetupError(f"{out_dir} tracks to {state['tracking_uri']}, not {tracking_uri}")
-        if state["storage"] != storage:
-            raise SweepSetupError(f"{out_dir} keeps its trials in {state['storage']}, not {storage}")
+        check_same_sweep(state, space, tracking_uri, storage, out_dir)
     try:
         tracking.check_server(tracking_uri)
     except tracking.TrackingServerDown as error:
@@ -229,14 +222,80 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
     return {**new, "storage": storage}, False
 
 
+def check_same_sweep(state: dict, space: SearchSpace, tracking_uri: str, storage: str, out_dir: Path) -> None:
+    """A rerun continues the sweep in `out_dir` only with the same space, tracking store and trial storage."""
+    if state["fingerprint"] != space.fingerprint():
+        changes = "\n".join(f"  {line}" for line in space_changes(state["fingerprint"], space.fingerprint()))
+        raise SweepSetupError(
+            f"{out_dir} holds a sweep of another search space (or other --set values), and a resumed sweep cannot "
+            f"change which trials run. What differs (there -> now):\n{changes}\nUse a new --out for this space, or "
+            f"rerun with the space file and --set values of the sweep in {out_dir} ({state['space_file']}) to "
+            "continue it."
+        )
+    if state["tracking_uri"] != tracking_uri:
+        raise SweepSetupError(
+            f"{out_dir} tracks its sweep to {state['tracking_uri']}, not {tracking_uri}: rerun with "
+            f"--tracking-uri {state['tracking_uri']}, or use a new --out"
+        )
+    if state["storage"] != storage:
+        raise SweepSetupError(
+            f"{out_dir} keeps its trials in {state['storage']}, not {storage}: rerun with --storage "
+            f"{state['storage']}, or use a new --out"
+        )
+
+
+def space_changes(before: str, after: str) -> list[str]:
+    """The settings in which two space fingerprints differ, one 'key: old -> new' line each."""
+    old, new = flatten(json.loads(before)), flatten(json.loads(after))
+
+    def shown(flat: dict, key: str) -> str:
+        return json.dumps(flat[key], ensure_ascii=False) if key in flat else "(not set)"
+
+    keys = dict.fromkeys([*new, *old])  # in file order
+    return [f"{key}: {shown(old, key)} -> {shown(new, key)}" for key in keys if shown(old, key) != shown(new, key)]
+
+
+STATE_KEYS = ("space_file", "fingerprint", "tracking_uri", "experiment_id", "parent_run_id", "storage")
+
+
 def load_state(out_dir: Path) -> dict | None:
+    """The sweep recorded in `out_dir`, None if there is none. Raises SweepSetupError if the record is damaged:
+    only it says which search space, MLflow runs and trial storage the folder's trials belong to."""
     path = out_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        damage = f"not readable as JSON: {error}"
+    else:
+        damage = state_damage(state)
+    if damage:
+        raise SweepSetupError(
+            f"{path}: damaged ({damage}); it records which search space, MLflow runs and trial storage the sweep "
+            f"in {out_dir} belongs to, so the sweep cannot continue without it. Restore the file, or start over "
+            "with a new --out."
+        )
+    return state
+
+
+def state_damage(state) -> str:
+    """What is wrong with a parsed sweep.json, '' if nothing."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    missing = [key for key in STATE_KEYS if not isinstance(state.get(key), str)]
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        json.loads(state["fingerprint"])  # compared setting by setting with the space's
+    except ValueError:
+        return "its fingerprint is not JSON"
+    return ""
 
 
 def save_state(out_dir: Path, state: dict) -> None:
     partial = out_dir / (STATE_FILE + ".partial")
-    partial.write_text(json.dumps(state, indent=2) + "\n")
+    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     partial.replace(out_dir / STATE_FILE)
 
 

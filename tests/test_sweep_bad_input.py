@@ -6,6 +6,7 @@ Every case here is refused before Ray, Optuna or MLflow would start, so no test 
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
 from orchestrator import sweep
+from orchestrator.space import load_space
 
 MT_SPACE = REPO / "search_spaces" / "mt_ding.yaml"
 
@@ -164,3 +166,78 @@ def test_http_server_that_is_not_mlflow_is_refused(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_set_value_that_is_not_yaml_is_refused(tmp_path):
+    refused([SMOKE, "--set", "restarts=[1"], tmp_path / "out", "--set 'restarts=[1': not valid YAML")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task=[1]", "task: Input should be a valid string"),
+        ("base=[1]", "base: Input should be a valid dictionary"),
+        ("base.optim=[1]", "groups.ce: optim.epochs: 'optim' is not a section"),
+        ("name.first=x", "--set 'name.first=x': name.first: 'name' is not a section"),
+        ("groups.ce.fixed={optim: {epochs: 3}}", "groups.ce.fixed.optim.epochs: set by the sweep"),
+    ],
+)
+def test_set_value_of_the_wrong_shape_is_refused_naming_the_field(override, message, tmp_path):
+    refused([SMOKE, "--set", override], tmp_path / "out", message)
+
+
+def test_space_file_that_is_a_folder_is_refused(tmp_path):
+    (tmp_path / "space.yaml").mkdir()
+    refused([tmp_path / "space.yaml"], tmp_path / "out", f"{tmp_path / 'space.yaml'}: a directory, not a file")
+
+
+def test_space_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(SMOKE.read_bytes().replace(b"Seconds-per-trial", "Sekunden-pro-Versuch für".encode("latin-1")))
+    refused([path], tmp_path / "out", f"{path}:6: not valid utf-8")
+
+
+def state_of(out, **changes) -> dict:
+    """The sweep.json a sweep of the smoke space would have written to `out`."""
+    state = {
+        "space_file": str(SMOKE),
+        "fingerprint": load_space(SMOKE).fingerprint(),
+        "tracking_uri": f"sqlite:///{out.resolve() / 'mlflow.db'}",
+        "experiment_id": "1",
+        "parent_run_id": "0123456789abcdef",
+        "storage": str(out.resolve()),
+    }
+    return {**state, **changes}
+
+
+@pytest.mark.parametrize(
+    ("text", "damage"),
+    [
+        ('{"space_file": "smoke.yaml", "fingerp', "not readable as JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"fingerprint": "{}"}', "no space_file, tracking_uri, experiment_id, parent_run_id, storage"),
+    ],
+)
+def test_damaged_sweep_record_is_refused_naming_the_file_and_what_to_do(text, damage, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sweep.STATE_FILE).write_text(text)
+    refused([SMOKE], out, f"{out / sweep.STATE_FILE}: damaged ({damage}", "Restore the file, or start over")
+
+
+def test_rerun_with_another_space_names_what_differs_and_what_to_do(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sweep.STATE_FILE).write_text(json.dumps(state_of(out)))
+    error = refused([SMOKE, "--set", "restarts=1", "--set", "groups.ce.fixed.optim.lr=0.1"], out, "another search space")
+    assert "\n  restarts: 2 -> 1\n" in error
+    assert "\n  groups.ce.fixed.optim.lr: (not set) -> 0.1\n" in error
+    assert "Use a new --out for this space, or rerun with the space file and --set values" in error
+
+
+def test_rerun_with_another_tracking_uri_says_which_one_the_sweep_uses(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sweep.STATE_FILE).write_text(json.dumps(state_of(out)))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    refused([SMOKE, "--tracking-uri", other], out, f"rerun with --tracking-uri sqlite:///{out.resolve()}/mlflow.db")

@@ -12,7 +12,7 @@ import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
 from orchestrator.space import load_space, validated_flat_config
-from orchestrator.sweep import STATE_FILE
+from orchestrator.sweep import STATE_FILE, STATE_KEYS
 
 VALID = {
     "name": "bad",
@@ -160,10 +160,21 @@ def test_resume_without_an_interrupted_sweep_exits_2(tmp_path):
 
 
 def test_resume_with_a_changed_space_exits_2(tmp_path):
-    (tmp_path / STATE_FILE).write_text(json.dumps({"fingerprint": "of another space"}))
+    state = {key: "" for key in STATE_KEYS}
+    (tmp_path / STATE_FILE).write_text(json.dumps({**state, "fingerprint": load_space(SMOKE).fingerprint()}))
     session = run_main([SMOKE, "--out", tmp_path, "--set", "restarts=1"])
     assert (session.code, "another search space" in session.stderr) == (2, True)
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == [STATE_FILE]
+
+
+def test_building_trial_configs_leaves_a_groups_fixed_section_as_written(tmp_path):
+    tree = copy.deepcopy(VALID)
+    tree["groups"]["ce"]["fixed"]["optim"] = {"lr": 0.1}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    space = load_space(path)
+    assert space.trainer_tree("ce", {}, restart=0)["optim"] == {"lr": 0.1, "epochs": 2}
+    assert space.groups["ce"].fixed["optim"] == {"lr": 0.1}
 
 
 def test_describe_lists_every_search_space_key(capsys):
