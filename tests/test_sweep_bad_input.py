@@ -229,7 +229,9 @@ def test_rerun_with_another_space_names_what_differs_and_what_to_do(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / sweep.STATE_FILE).write_text(json.dumps(state_of(out)))
-    error = refused([SMOKE, "--set", "restarts=1", "--set", "groups.ce.fixed.optim.lr=0.1"], out, "another search space")
+    error = refused(
+        [SMOKE, "--set", "restarts=1", "--set", "groups.ce.fixed.optim.lr=0.1"], out, "another search space"
+    )
     assert "\n  restarts: 2 -> 1\n" in error
     assert "\n  groups.ce.fixed.optim.lr: (not set) -> 0.1\n" in error
     assert "Use a new --out for this space, or rerun with the space file and --set values" in error

@@ -6,7 +6,6 @@ from trainer.mt import MtTask
 from trainer.ner import NerTask
 from trainer.progress import log_line
 
-
 TASKS = {"ner": NerTask, "mt": MtTask}  # each names its metric (`metric`), which dev_score reports
 
 
