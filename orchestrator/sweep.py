@@ -47,13 +47,14 @@ Rerunning the same command on the same --out continues an interrupted sweep (Ctr
 cleanly): finished trials are not run again and no MLflow run is duplicated. The output directory
 holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db and the
 Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
-Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options,
-130 interrupted.
+Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options, an
+--out holding another sweep or a tracking server that does not answer (all checked before anything is
+written, --dry-run included), 130 interrupted.
 """
 
 
 class SweepSetupError(RuntimeError):
-    """Options that contradict the output directory's sweep (exit status 2)."""
+    """Options, an output directory or a tracking server that refuse the command before it starts (exit status 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
