@@ -335,7 +335,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     from orchestrator.searcher import RestartSearcher
     from orchestrator.studies import Studies, storage_url
     from orchestrator.tracking import MlflowTrials
-    from orchestrator.trainable import run_trial, trial_dirname, trial_name
+    from orchestrator.trainable import SweepTrial, trial_dirname, trial_name
 
     # The sweep prints one line per trial; Tune's tables would bury them. A forced experiment snapshot after
     # every trial checkpoint (num_to_keep=1) is what keeps a resumed sweep consistent, so do not warn about it.
@@ -346,7 +346,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     owns_ray = connect_ray(args.address)
     try:
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
-        trainable = tune.with_resources(run_trial, resources)
+        trainable = tune.with_resources(SweepTrial, resources)
         experiment = f"{state['storage'].rstrip('/')}/{TUNE_DIR}"
         concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
         # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises

@@ -1,22 +1,33 @@
 """The Ray Tune trainable: one trial = `trainer.train` on one configuration and seed, a checkpoint per epoch.
 
 A thin adapter. The trainer resumes by itself from `last.pt` in its run
-directory, so resuming a trial is copying Tune's latest checkpoint (the whole
-run directory: last.pt, best.pt, metrics.json, train.log) back into place.
+directory, so resuming a trial is copying a checkpoint (the whole run
+directory: last.pt, best.pt, metrics.json, train.log) back into place.
 Workers never talk to MLflow or Optuna: they report to Tune, and the driver
 tracks (tracking.py) and prunes (pruning.py), so a cluster needs no tracking
 server reachable from its GPU machines.
+
+Which checkpoint: the newest one in the sweep's storage, not the one Tune's
+restored experiment names. An interrupted driver (Ctrl-C, a kill) saves its
+experiment snapshot after the worker has already stored the next epoch's
+checkpoint, or not at all, and a trial it suggested after its last snapshot
+comes back under a new Tune trial id; the epochs stored all the same are
+never trained again (issue 7).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
+import pyarrow.fs
 import torch
 from ray import tune
+from ray.tune.trainable import wrap_function
 
-from trainer import parse_config, train
+from trainer import checkpoint, parse_config, train
 
 RUN_DIR = "run_{trial_id}"  # in the worker's working directory; per trial, since workers are reused
 LOG_FILE = "train.log"  # the trainer's lines, kept with the checkpoint instead of flooding the sweep's console
@@ -28,29 +39,109 @@ def run_trial(config: dict) -> None:
     trainer_config = parse_config(config["trainer"], source=f"trial {meta['key']}")
     run_dir = Path.cwd() / RUN_DIR.format(trial_id=tune.get_context().get_trial_id())
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        checkpoint.to_directory(str(run_dir))
-
     try:
-        _train(trainer_config, run_dir)
-    finally:  # every epoch is already in Tune's checkpoint (the sweep's storage); this copy is scratch
+        stored = stored_checkpoints(meta["key"], trainer_config.model_dump(mode="json"))
+        newest = max(stored, key=lambda s: s.epoch, default=None)
+        if newest is not None:
+            newest.checkpoint.to_directory(str(run_dir))
+        _train(trainer_config, run_dir, unreported(newest, known_epoch(stored), trainer_config.optim.epochs))
+    finally:  # every epoch is already in a checkpoint in the sweep's storage; this copy is scratch
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _train(trainer_config, run_dir: Path) -> None:
+@dataclass
+class Stored:
+    """A complete checkpoint of this trial's configuration and seed in the sweep's storage."""
+
+    checkpoint: tune.Checkpoint
+    epoch: int  # epochs trained (the schedule's counter in last.pt)
+    history: list[dict]  # the epoch records the trainer reported, in last.pt
+
+
+def stored_checkpoints(key: str, config_dict: dict) -> list[Stored]:
+    """Every complete checkpoint of trial `key` in the storage (any filesystem Tune supports, s3:// included):
+    those of its current Tune trial directory and of earlier ones (KEY_TRIALID), whose snapshots were lost."""
+    storage = tune.get_context().get_storage()
+    fs = storage.storage_filesystem
+    found = []
+    for trial_dir in _directories(fs, storage.experiment_fs_path):
+        if not trial_dir.base_name.startswith(f"{key}_"):
+            continue
+        for directory in _directories(fs, trial_dir.path):
+            if not directory.base_name.startswith("checkpoint_"):
+                continue
+            last, best = (_load(fs, f"{directory.path}/{name}") for name in (checkpoint.LAST, checkpoint.BEST))
+            # A kill while Tune copied a checkpoint into storage leaves files cut short; a prefix clash of keys
+            # could name another configuration's directory: neither is this trial's state.
+            if last is None or best is None or last["config"] != config_dict:
+                continue
+            found.append(
+                Stored(tune.Checkpoint(directory.path, filesystem=fs), int(last["schedule"]["epoch"]), last["history"])
+            )
+    return found
+
+
+def _directories(fs: pyarrow.fs.FileSystem, path: str) -> list[pyarrow.fs.FileInfo]:
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return [info for info in infos if info.type == pyarrow.fs.FileType.Directory]
+
+
+def _load(fs: pyarrow.fs.FileSystem, path: str) -> dict | None:
+    try:
+        with fs.open_input_file(path) as file:
+            return checkpoint.load(io.BytesIO(file.readall()))
+    except Exception:  # missing or truncated: torch raises several kinds
+        return None
+
+
+def known_epoch(stored: list[Stored]) -> int:
+    """The last epoch Tune's (restored) experiment holds a result for: that of the checkpoint it restored."""
+    restored = tune.get_checkpoint()
+    if restored is None:
+        return 0
+    name = PurePosixPath(restored.path).parts[-2:]
+    return next((s.epoch for s in stored if PurePosixPath(s.checkpoint.path).parts[-2:] == name), 0)
+
+
+def unreported(newest: Stored | None, known: int, epochs: int) -> list[dict]:
+    """Epoch records to report before training resumes: those stored after the last one Tune holds (the driver
+    died before it recorded them); or, for a run already at its last epoch, that epoch's record, so that the
+    trial ends with its final result and checkpoint. The driver logs and prunes on each epoch once."""
+    if newest is None:
+        return []
+    records = [record for record in newest.history if record["epoch"] > known]
+    return records or (newest.history[-1:] if newest.epoch >= epochs else [])
+
+
+def _train(trainer_config, run_dir: Path, records: list[dict]) -> None:
+    def report(record: dict, directory: Path | None) -> bool:
+        # Every epoch: the record for the pruner and the tracker, the run directory as the checkpoint.
+        tune.report(dict(record), checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
+        return False  # stopping is Tune's job (the scheduler answers STOP)
+
+    for index, record in enumerate(records):
+        report(record, run_dir if index == len(records) - 1 else None)
+    if records and records[-1]["epoch"] >= trainer_config.optim.epochs:
+        return  # trained to the end before the interruption
+
     with (run_dir / LOG_FILE).open("a") as log_file:
 
         def log(line: str) -> None:
             log_file.write(line + "\n")
             log_file.flush()
 
-        def report(record: dict, directory: Path) -> bool:
-            # Every epoch: the record for the pruner and the tracker, the run directory as the checkpoint.
-            tune.report(dict(record), checkpoint=tune.Checkpoint.from_directory(str(directory)))
-            return False  # stopping is Tune's job (the scheduler answers STOP)
-
         train(trainer_config, run_dir, on_epoch=report, progress=False, log=log)
+
+
+class SweepTrial(wrap_function(run_trial)):
+    """`run_trial` as Tune runs it. A killed driver's last snapshot can name a checkpoint that Tune had already
+    replaced (num_to_keep=1) and deleted; Tune would fail the trial restoring from it, and again deleting it.
+    An empty directory in its place lets both pass, and run_trial resumes from the newest complete checkpoint."""
+
+    def restore(self, checkpoint_path) -> None:
+        restored = checkpoint_path.checkpoint  # Tune passes the trial's latest _TrainingResult
+        restored.filesystem.create_dir(restored.path)  # nothing happens where it exists
+        super().restore(checkpoint_path)
 
 
 def trial_name(trial) -> str:

@@ -1,4 +1,5 @@
-"""Shared by tests/test_sweep_*.py: a real local Ray, small real CoNLL files, the shipped smoke space, MLflow reads."""
+"""Shared by tests/test_sweep_*.py: a real local Ray, small real CoNLL files, the shipped smoke space, MLflow reads,
+and the sweep command as a subprocess watched through what its driver has recorded."""
 
 from __future__ import annotations
 
@@ -6,12 +7,19 @@ import contextlib
 import io
 import json
 import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import sweep
+from trainer import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -96,3 +104,63 @@ def client(out_dir: Path) -> MlflowClient:
 
 def dev_history(out_dir: Path, run) -> list:
     return client(out_dir).get_metric_history(run.info.run_id, "dev_score")
+
+
+def launch(argv: list, log: Path, **options) -> subprocess.Popen:
+    """`python -m orchestrator.sweep ARGV` as its own process, stdout and stderr to `log`."""
+    command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
+    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, **options)
+
+
+def finished_keys(text: str) -> list[str]:
+    """The trials a sweep's output says finished (done, pruned or failed), in order."""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("trial ")]
+
+
+def epochs_in_flight(out_dir: Path) -> dict[str, int]:
+    """Trials the driver has recorded as running in MLflow, with the number of epochs it has logged for each."""
+    if not (out_dir / sweep.STATE_FILE).exists():
+        return {}
+    runs = [run for run in trial_runs(out_dir) if run.info.status == "RUNNING" and "dev_score" in run.data.metrics]
+    return {run.data.tags["trial_key"]: len(dev_history(out_dir, run)) for run in runs}
+
+
+def wait_for(what: str, check: Callable[[], object], process: subprocess.Popen, log: Path, seconds: float):
+    """Polls `check` until it returns something true, and returns that. `seconds` is a bound for a machine
+    under load (where a trial of seconds took minutes), not an estimate; the sweep exiting first fails."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if process.poll() is not None:
+            pytest.fail(f"the sweep exited ({process.returncode}) before {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"no {what} within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def final_train_log(outcome: dict) -> list[str]:
+    """The train.log kept in a trial's final checkpoint (summary.json's trial entry); it accumulates across resumes."""
+    return (Path(outcome["checkpoint_dir"]) / "train.log").read_text().splitlines()
+
+
+def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
+    """Per trial key, the newest checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
+    Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
+    newest: dict[str, tuple[int, Path]] = {}
+    for last in (out_dir / sweep.TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
+        key = last.parent.parent.name.rsplit("_", 1)[0]
+        epoch = int(checkpoint.load(last)["schedule"]["epoch"])
+        if epoch > newest.get(key, (-1, None))[0]:
+            newest[key] = (epoch, last)
+    return newest
+
+
+def trained_epochs(lines: list[str]) -> list[int]:
+    """The epochs a train.log says were trained, in order."""
+    return [int(line.split()[1]) for line in lines if line.startswith("epoch")]
+
+
+def resumed_after(lines: list[str]) -> list[int]:
+    """The epoch each resume of the run started after ("Resuming DIR after epoch N (step S)")."""
+    return [int(m.group(1)) for line in lines if (m := re.match(r"Resuming .* after epoch (\d+) ", line))]

@@ -1,68 +1,81 @@
 """Interrupt a sweep midway (Ctrl-C, i.e. SIGINT, to the real command) and resume it with --resume.
 
-The first session is stopped once one trial has finished and another has written a checkpoint;
-the second must finish the sweep without running a finished trial again or duplicating an MLflow run.
+The first session is interrupted once its driver has recorded one trial as finished and another as running
+with at least one epoch logged in MLflow; the second must finish the sweep without running a finished trial
+again, duplicating an MLflow run, or training again an epoch whose checkpoint reached the sweep's storage.
+Every wait is bounded for a machine under load, where a trial of seconds can take minutes.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sweep_helpers import REPO, SMOKE, data_overrides, dev_history, summary, trial_runs, write_slices
+from sweep_helpers import (
+    SMOKE,
+    data_overrides,
+    dev_history,
+    epochs_in_flight,
+    final_train_log,
+    finished_keys,
+    launch,
+    newest_checkpoints,
+    resumed_after,
+    summary,
+    trained_epochs,
+    trial_runs,
+    wait_for,
+    write_slices,
+)
 
-EPOCHS = 8  # long enough (a few seconds per trial) for the interrupt to land inside a trial
-
-
-def launch(argv: list, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
-    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=dict(os.environ))
-
-
-def finished_keys(text: str) -> list[str]:
-    return [line.split()[1] for line in text.splitlines() if line.startswith("trial ")]
-
-
-def checkpointed_keys(out: Path) -> set[str]:
-    return {d.name.rsplit("_", 1)[0] for d in (out / "ray").glob("*_*") if any(d.glob("checkpoint_*"))}
+EPOCHS = 6
+BOUND = 900  # seconds, for any one wait
 
 
 @pytest.fixture(scope="module")
 def sessions(conll2003_en, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    paths = write_slices(conll2003_en, root / "data")
+    paths = write_slices(conll2003_en, root / "data", counts=(200, 60, 60))
     out = root / "out"
     argv = [SMOKE, "--out", out, "--no-test", "--set", f"epochs={EPOCHS}", "--set", "max_concurrent=1"]
     argv += data_overrides(paths)
 
-    first_log = root / "first.log"
-    first = launch(argv, first_log)
-    deadline = time.monotonic() + 240
-    in_flight: set[str] = set()
-    while time.monotonic() < deadline and first.poll() is None:
-        done = finished_keys(first_log.read_text())
-        in_flight = checkpointed_keys(out) - set(done) if (out / "ray").exists() else set()
-        if done and in_flight:
-            first.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.2)
-    first.wait(timeout=180)
+    def interrupt_point() -> dict[str, int]:
+        # Another epoch or more to go, so that the interrupt lands inside the trial.
+        done = set(finished_keys(first_log.read_text())) if first_log.exists() else set()
+        running = {key: n for key, n in epochs_in_flight(out).items() if key not in done and n <= EPOCHS - 2}
+        return running if done else {}
 
-    second_log = root / "second.log"
+    first_log, second_log = root / "first.log", root / "second.log"
+    first = launch(argv, first_log)
+    try:
+        what = "finished trial and a running one with an epoch logged"
+        recorded = wait_for(what, interrupt_point, first, first_log, BOUND)
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=BOUND)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    first_text = first_log.read_text()
+    in_flight = {key: n for key, n in recorded.items() if key not in finished_keys(first_text)}
+    stored = {key: epoch for key, (epoch, _) in newest_checkpoints(out).items()}
+
     second = launch([*argv, "--resume"], second_log)
-    second.wait(timeout=400)
-    first_text, second_text = first_log.read_text(), second_log.read_text()
+    try:
+        second.wait(timeout=BOUND)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    second_text = second_log.read_text()
     return SimpleNamespace(
         out=out,
         first=SimpleNamespace(code=first.returncode, text=first_text, keys=finished_keys(first_text)),
         second=SimpleNamespace(code=second.returncode, text=second_text, keys=finished_keys(second_text)),
-        in_flight=in_flight - set(finished_keys(first_text)),
+        in_flight=in_flight,
+        stored={key: stored.get(key, 0) for key in in_flight},
     )
 
 
@@ -93,11 +106,11 @@ def test_no_mlflow_run_is_duplicated(sessions):
         assert run.info.status == "FINISHED"
 
 
-def test_interrupted_trial_continues_from_its_checkpoint(sessions):
+def test_interrupted_trial_resumes_from_its_newest_stored_checkpoint(sessions):
     assert sessions.in_flight, "no trial was in flight when the first session was interrupted"
-    for key in sessions.in_flight:
-        (log,) = (sessions.out / "ray").glob(f"{key}_*/checkpoint_*/train.log")
-        lines = log.read_text().splitlines()
-        assert any(line.startswith("Resuming") for line in lines), lines
-        epochs = [int(line.split()[1]) for line in lines if line.startswith("epoch")]
-        assert epochs == list(range(1, len(epochs) + 1))  # each epoch trained once, in order
+    trials = {t["key"]: t for t in summary(sessions.out)["trials"]}
+    for key, recorded in sessions.in_flight.items():
+        lines = final_train_log(trials[key])
+        assert sessions.stored[key] >= recorded  # what the driver logged had reached the storage
+        assert resumed_after(lines) == [sessions.stored[key]], lines
+        assert trained_epochs(lines) == list(range(1, trials[key]["epochs"] + 1)), lines  # each once, in order
