@@ -43,10 +43,15 @@ class OptunaPruningScheduler(FIFOScheduler):
                 "fix metric.name in the search space"
             )
         epoch = int(result["epoch"])
+        group, number = meta["group"], meta["number"]
+        configuration = self.studies.frozen(group, number)
+        if configuration.state == TrialState.PRUNED:
+            # Pruned before its driver was killed, and resumed from an experiment saved earlier: it repeats
+            # the epochs it had reported, and stops again at the one it was pruned at.
+            return TrialScheduler.STOP if epoch >= configuration.last_step else TrialScheduler.CONTINUE
         # The last epoch is reported (other configurations are compared against it) but never pruned:
         # a trial that ran its whole budget is complete.
         check = epoch < self.epochs
-        group, number = meta["group"], meta["number"]
         if self.studies.report_and_check(group, number, epoch, float(result[self.metric_name]), check):
             self.studies.tell(group, number, TrialState.PRUNED)
             return TrialScheduler.STOP

@@ -9,8 +9,9 @@ from the groups in turn, so that every row of the table makes progress.
 State that must survive an interrupted sweep lives in two places: the Optuna
 storage (configurations and their fate) and this searcher's checkpoint, which
 Tune saves with the experiment (which Tune trial is which restart). A
-configuration that Optuna holds as running but that no trial of the restored
-experiment runs (asked just before a hard kill) is run again rather than lost.
+configuration that Optuna holds but that no trial of the restored experiment
+runs (asked after the last saved experiment, before a hard kill) is run again
+rather than lost.
 """
 
 from __future__ import annotations
@@ -126,14 +127,20 @@ class RestartSearcher(Searcher):
         return configuration, 0
 
     def _reconcile(self) -> None:
-        """Brings the saved state up to date with the Optuna storage, which may be ahead of it."""
-        for configuration in self.state.configurations.values():
-            configuration.scout = self.studies.state(configuration.group, configuration.number).name
+        """Brings the saved state up to date with the Optuna storage, which may be ahead of it.
+
+        A configuration asked for after the last saved experiment (the driver was killed) has no trial in it,
+        even if its scout finished or was pruned: it is adopted and its scout runs again as a new Tune trial,
+        which resumes from the checkpoints the lost one left in storage (trainable.py) and so trains nothing
+        twice; the sweep then has a trial for each of its restarts.
+        """
         for group in self.space.groups:
-            for number, params in self.studies.running_configurations(group):
+            for number, params in self.studies.asked_configurations(group):
                 cid = config_id(group, number)
                 if cid not in self.state.configurations:
                     self.state.configurations[cid] = Configuration(group, number, params)
+        for configuration in self.state.configurations.values():
+            configuration.scout = self.studies.state(configuration.group, configuration.number).name
         self._reconciled = True
 
     def save(self, checkpoint_path: str) -> None:

@@ -139,10 +139,12 @@ class Studies:
         else:
             study.tell(number, state=state)
 
-    def running_configurations(self, group: str) -> list[tuple[int, dict[str, Any]]]:
-        """Configurations asked for but never finished (e.g. by a session that was killed)."""
+    def asked_configurations(self, group: str) -> list[tuple[int, dict[str, Any]]]:
+        """Configurations asked for, finished or not (a killed session may have asked for some after it last
+        saved its experiment); a grid point enqueued but not yet asked for is not one."""
         study = self.study(group)
-        return [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=states)]
 
     def best_intermediate(self, group: str, number: int) -> float | None:
         values = list(self.frozen(group, number).intermediate_values.values())

@@ -139,13 +139,13 @@ class MlflowTrials(Callback):
             else:
                 found = self._create_run(trial)
                 self._last_step[found] = 0
+            self._log_params(found, trial)
             self._runs[key] = found
         return self._runs[key]
 
     def _create_run(self, trial) -> str:
         meta = trial.config["sweep"]
-        flat = trial_flat_config(trial.config)
-        rows = self.space.rows_of(flat)
+        rows = self.space.rows_of(trial_flat_config(trial.config))
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
             "trial_key": meta["key"],
@@ -159,11 +159,15 @@ class MlflowTrials(Callback):
             "state": "RUNNING",
             "pruned": "false",
         }
-        run = self.client.create_run(self.experiment_id, run_name=meta["key"], tags=tags)
-        entities = [mlflow.entities.Param(k, str(v)) for k, v in sorted(flat.items())]
+        return self.client.create_run(self.experiment_id, run_name=meta["key"], tags=tags).info.run_id
+
+    def _log_params(self, run_id: str, trial) -> None:
+        """The trial's hyper-parameters, those not logged yet (a driver killed right after creating the run)."""
+        logged = self.client.get_run(run_id).data.params
+        flat = trial_flat_config(trial.config)
+        entities = [mlflow.entities.Param(k, str(v)) for k, v in sorted(flat.items()) if k not in logged]
         for start in range(0, len(entities), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run.info.run_id, params=entities[start : start + 100])
-        return run.info.run_id
+            self.client.log_batch(run_id, params=entities[start : start + 100])
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
@@ -196,8 +200,10 @@ class MlflowTrials(Callback):
             self.client.set_tag(run_id, name, value)
         metric = self.space.metric
         best = trial.metric_analysis.get(metric.name, {}).get(metric.mode)
-        if best is not None:  # what selection ranks restarts by: one column to sort on in the UI
-            self.client.log_metric(run_id, f"best_{metric.name}", float(best))
+        name = f"best_{metric.name}"  # what selection ranks restarts by: one column to sort on in the UI
+        # A trial that finished just before its driver was killed completes again when resumed: log it once.
+        if best is not None and self.client.get_run(run_id).data.metrics.get(name) != float(best):
+            self.client.log_metric(run_id, name, float(best))
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
