@@ -3,7 +3,9 @@
 Within a row the best configuration is the one with the best *mean* dev score
 over its finished restarts (a configuration is a setting of k, α, ...; its
 restarts are seeds), and within it the restart with the best dev score is
-chosen. Only that restart's best-dev checkpoint is scored on test, through
+chosen. A failed restart is left out of the mean, so the summary says how many
+of the planned restarts each chosen mean is over, and notes a row whose mean
+rests on fewer. Only that restart's best-dev checkpoint is scored on test, through
 `trainer.evaluate_checkpoint`, the only code that reads the test split; every
 such call is recorded in OUT/test_scores.json. Configurations stopped by the
 pruner take no part unless a row has nothing else (then the summary says so).
@@ -51,7 +53,8 @@ class Choice:
     outcome: Outcome | None
     configurations: int  # in the row, pruned or not
     config_mean_dev: float | None = None
-    config_restarts: int = 0  # finished restarts of the chosen configuration
+    config_restarts: int = 0  # finished restarts of the chosen configuration: its mean is over these
+    planned_restarts: int = 0  # the restarts it was to run: the space's, or 1 for a pruned configuration
     trials: int = 0
     pruned: int = 0
     failed: int = 0
@@ -88,6 +91,9 @@ def choose(space: SearchSpace, outcomes: list[Outcome]) -> dict[str, Choice]:
             choice.outcome = min(restarts, key=lambda o: (-sign * o.best_dev, o.restart))
             choice.config_mean_dev = statistics.fmean(o.best_dev for o in restarts)
             choice.config_restarts = len(restarts)
+            choice.planned_restarts = 1 if choice.outcome.state == "PRUNED" else space.restarts
+            if choice.config_restarts < choice.planned_restarts:
+                choice.note = f"mean over {choice.config_restarts} of {choice.planned_restarts} restarts"
         choices[row] = choice
     return choices
 
@@ -151,6 +157,7 @@ def summary_rows(space: SearchSpace, choices: dict[str, Choice], scores: dict[st
                 "best_epoch": outcome.best_epoch if outcome else None,
                 "config_mean_dev": choice.config_mean_dev,
                 "restarts": choice.config_restarts,
+                "planned_restarts": choice.planned_restarts,
                 "configurations": choice.configurations,
                 "trials": choice.trials,
                 "pruned": choice.pruned,
@@ -178,7 +185,8 @@ def markdown_table(rows: list[dict], metric: str, test_scored: bool) -> str:
         test = _number(row["test"]) if test_scored else "not scored"
         cells = [
             row["table"], row["label"], _number(row["dev"]), test, row["chosen"] or "-", row["setting"],
-            str(row["restarts"]), str(row["configurations"]), str(row["pruned"]), str(row["failed"]),
+            f"{row['restarts']}/{row['planned_restarts']}" if row["chosen"] else "-", str(row["configurations"]),
+            str(row["pruned"]), str(row["failed"]),
         ]  # fmt: skip
         if row["note"]:
             cells[4] += f" ({row['note']})"

@@ -3,19 +3,30 @@ only the chosen checkpoints are scored on test, each once."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
 from ray import tune
 
-from orchestrator.selection import TEST_RECORD, Outcome, choose, score_on_test
+from orchestrator.selection import (
+    TEST_RECORD,
+    Outcome,
+    choose,
+    markdown_table,
+    score_on_test,
+    summary_rows,
+    write_summary,
+)
 from orchestrator.space import SearchSpace
 
 
-def space(mode: str = "max") -> SearchSpace:
+def space(mode: str = "max", restarts: int = 3) -> SearchSpace:
     return SearchSpace.model_validate(
         {
             "epochs": 3,
+            "restarts": restarts,
             "groups": {"g": {}},
             "metric": {"mode": mode},
             "rows": {
@@ -70,6 +81,43 @@ def test_row_counts_trials_configurations_and_pruned():
     trials = [outcome("a", 0, 60.0), outcome("a", 1, 50.0), outcome("b", 0, 10.0, state="PRUNED")]
     choice = choose(space(), trials)["soft"]
     assert (choice.trials, choice.configurations, choice.pruned) == (3, 2, 1)
+
+
+def summary_files(tmp_path: Path, sweep: SearchSpace, trials: list[Outcome]) -> tuple[str, list[dict], list[dict]]:
+    """The summary of `trials` as written: markdown, csv rows, json rows."""
+    rows = summary_rows(sweep, choose(sweep, trials), scores=None)
+    table = markdown_table(rows, "f1", test_scored=False)
+    md, csv_path, json_path = write_summary(tmp_path, rows, table, meta={})
+    with csv_path.open() as file:
+        csv_rows = list(csv.DictReader(file))
+    return md.read_text(), csv_rows, json.loads(json_path.read_text())["rows"]
+
+
+def test_summary_says_how_many_restarts_the_chosen_mean_is_over_and_notes_a_failed_one(tmp_path):
+    trials = [outcome("a", 0, 60.0), outcome("a", 1, 90.0, state="FAILED"), outcome("a", 2, 50.0)]
+    choice = choose(space(restarts=3), trials)["soft"]
+    assert (choice.config_mean_dev, choice.config_restarts, choice.planned_restarts) == (55.0, 2, 3)
+    table, csv_rows, json_rows = summary_files(tmp_path, space(restarts=3), trials)
+    soft = table.splitlines()[2].split(" | ")
+    assert soft[4] == "a-r0 (mean over 2 of 3 restarts)"
+    assert soft[6] == "2/3"
+    assert (csv_rows[0]["restarts"], csv_rows[0]["planned_restarts"]) == ("2", "3")
+    assert (json_rows[0]["restarts"], json_rows[0]["planned_restarts"]) == (2, 3)
+    assert json_rows[0]["note"] == "mean over 2 of 3 restarts"
+
+
+def test_a_mean_over_every_planned_restart_has_no_note(tmp_path):
+    trials = [outcome("a", 0, 60.0), outcome("a", 1, 50.0)]
+    table, _, json_rows = summary_files(tmp_path, space(restarts=2), trials)
+    assert table.splitlines()[2].split(" | ")[4:7] == ["a-r0", "-", "2/2"]
+    assert json_rows[0]["note"] == ""
+
+
+def test_a_pruned_choice_is_over_its_one_planned_restart(tmp_path):
+    trials = [outcome("a", 0, 70.0, state="PRUNED")]
+    table, _, json_rows = summary_files(tmp_path, space(restarts=3), trials)
+    assert table.splitlines()[2].split(" | ")[6] == "1/1"
+    assert json_rows[0]["note"] == "only pruned trials"
 
 
 def checkpoint(tmp_path: Path, name: str) -> tune.Checkpoint:
