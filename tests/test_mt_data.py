@@ -73,7 +73,7 @@ def test_a_missing_file_is_an_error(tmp_path):
 def test_text_that_is_not_utf8_is_an_error(tmp_path):
     (tmp_path / "train.de").write_bytes(b"gr\xfc\xdfe\n")
     (tmp_path / "train.en").write_text("greetings\n")
-    with pytest.raises(DataFormatError, match=r"train\.de: not UTF-8"):
+    with pytest.raises(DataFormatError, match=r"train\.de:1: not valid utf-8 text"):
         read_parallel(tmp_path / "train.de", tmp_path / "train.en")
 
 

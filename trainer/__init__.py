@@ -11,7 +11,6 @@ It imports neither Ray nor MLflow.
 """
 
 from trainer.config import PROCEDURES, ConfigError, load_config, parse_config
-from trainer.evaluate import evaluate_checkpoint
 from trainer.train import TrainingDiverged, train
 
 __all__ = [
@@ -23,3 +22,13 @@ __all__ = [
     "parse_config",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    """`evaluate_checkpoint` is imported on first use: importing trainer.evaluate here would make
+    `python -m trainer.evaluate` run a module already in sys.modules, which Python warns about on every call."""
+    if name == "evaluate_checkpoint":
+        from trainer.evaluate import evaluate_checkpoint
+
+        return evaluate_checkpoint
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: a file, not a run directory")
         config = load_config(args.config, args.overrides)
         summary = train(config, args.out, progress=not args.no_progress)
     except (ConfigError, DataFormatError) as error:

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from trainer.data.conll import DataFormatError, read_text
+
 PROCEDURES = ("ce", "ss_greedy", "ss_sample", "soft_greedy", "soft_sample")
 Procedure = Literal["ce", "ss_greedy", "ss_sample", "soft_greedy", "soft_sample"]
 
@@ -274,11 +276,23 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'field was A, is B now' for every field whose value differs between two dumped configs."""
+    differences = []
+    for key in [*old, *(key for key in new if key not in old)]:
+        before, after = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(before, dict) and isinstance(after, dict):
+            differences += config_differences(before, after, f"{prefix}{key}.")
+        elif before != after:
+            differences.append(f"{prefix}{key} was {before!r}, is {after!r} now")
+    return differences
+
+
 def parse_config(tree: dict, source: str = "<config>") -> TrainConfig:
     """Validates a plain dict; raises ConfigError naming `source` and each bad field's path."""
     tree = dict(tree)
     task = tree.setdefault("task", "ner")
-    if task not in TASK_CONFIGS:
+    if not isinstance(task, str) or task not in TASK_CONFIGS:
         raise ConfigError(f"{source}: invalid config\n  task: must be one of {', '.join(TASK_CONFIGS)}, not {task!r}")
     try:
         # The task's own model, not the union: error paths then start at the field, not at the task tag.
@@ -313,14 +327,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """`text` parsed with UniqueKeyLoader; a syntax error or duplicate key is a ConfigError naming `source` and the
-    line."""
+def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
+    """`text` parsed with UniqueKeyLoader; a syntax error or duplicate key is a ConfigError naming `source`
+    and, with `lines`, the line."""
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        where = f"{source}:{mark.line + 1}" if lines and mark is not None else source
         raise ConfigError(f"{where}: not valid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
@@ -330,9 +344,9 @@ def read_yaml_tree(path: Path, overrides: list[str] = ()) -> dict:
     """A YAML mapping with `key=value` overrides applied (values parsed as YAML); raises ConfigError.
     Shared by trainer configs and the orchestrator's search spaces."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        text = read_text(path)
+    except DataFormatError as error:
+        raise ConfigError(str(error)) from None
     tree = parse_yaml(text, str(path))
     if tree is None:
         raise ConfigError(
@@ -343,10 +357,12 @@ def read_yaml_tree(path: Path, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for override in overrides:
         key, sep, raw = override.partition("=")
+        where = f"--set {override!r}"
         if not sep:
-            raise ConfigError(f"--set {override!r}: expected key=value")
+            raise ConfigError(f"{where}: expected key=value")
+        value = parse_yaml(raw, where, lines=False)
         try:
-            set_dotted(tree, key.strip(), yaml.safe_load(raw))
+            set_dotted(tree, key.strip(), value)
         except ConfigError as error:
-            raise ConfigError(f"--set {override!r}: {error}") from None
+            raise ConfigError(f"{where}: {error}") from None
     return tree

@@ -30,7 +30,12 @@ def evaluate_checkpoint(
     if beam_size != 1 and not getattr(task, "supports_beam", False):
         raise ConfigError(f"beam search applies to translation (task mt), not to task {config.task}")
     model = task.build_model()
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError, AttributeError):  # what load_state_dict raises for missing, extra or odd entries
+        raise checkpoint.CheckpointError(
+            f"{path}: its weights do not fit the model that its config and vocabularies describe"
+        ) from None
     torched_device = resolve_device(device)
     model.to(torched_device)
     search = {"beam_size": beam_size} if beam_size != 1 else {}
@@ -57,12 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         help="MT only: beam search with N hypotheses instead of greedy decoding (default 1: greedy, as the paper)",
     )
     args = parser.parse_args(argv)
-    if not args.checkpoint.exists():
-        print(f"error: {args.checkpoint}: no such checkpoint", file=sys.stderr)
-        return 2
     try:
         if args.beam < 1:
             raise ConfigError(f"--beam {args.beam}: must be at least 1")
+        if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
+            raise ConfigError(f"--out {args.out}: must name a file in an existing folder")
         result = evaluate_checkpoint(args.checkpoint, args.split, args.device, beam_size=args.beam)
     except (ConfigError, DataFormatError, FileNotFoundError, FetchError) as error:
         print(f"error: {error}", file=sys.stderr)

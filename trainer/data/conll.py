@@ -39,20 +39,28 @@ def _check_tag(tag: str, path: Path, line_number: int) -> None:
         raise DataFormatError(f"{path}:{line_number}: tag {tag!r} is neither O nor B-/I- followed by a type")
 
 
-def read_utf8(path: Path) -> str:
-    """A data file's text; a missing or non-UTF-8 file is a DataFormatError naming it."""
+def read_text(path: Path) -> str:
+    """A file's text (data files and configs); one that is missing, a directory, unreadable or not UTF-8
+    is a DataFormatError naming the file, and for undecodable bytes the line they are on."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataFormatError(f"{path}: a directory, not a file") from None
+    except OSError as error:
+        raise DataFormatError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataFormatError(f"{path}:{line}: not valid utf-8 text ({error.reason})") from None
 
 
 def read_conll(path: Path | str) -> list[TaggedSentence]:
     """Reads one split. Every token line must have the same number of columns (at least 2)."""
     path = Path(path)
-    text = read_utf8(path)
+    text = read_text(path)
 
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []

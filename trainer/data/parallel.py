@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.data.conll import DataFormatError, read_utf8
+from trainer.data.conll import DataFormatError, read_text
 
 SPLIT_FILES = {"train": "train", "dev": "valid", "test": "test"}  # our split name -> file stem
 
@@ -28,7 +28,7 @@ def split_files(folder: Path, split: str, source_lang: str, target_lang: str) ->
 
 
 def _read_lines(path: Path) -> list[str]:
-    text = read_utf8(path)
+    text = read_text(path)
     # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 and others that occur inside
     # sentences, and would shift every later line against the other side.
     lines = text.split("\n")
