@@ -2,7 +2,9 @@
 
 import pytest
 
+from trainer.config import parse_config
 from trainer.data.conll import DataFormatError, check_known_tags, iob1_to_iob2, read_conll
+from trainer.ner import NerTask
 
 ENGLISH = """-DOCSTART- -X- -X- O
 
@@ -92,3 +94,29 @@ def test_tag_unknown_to_training_split_in_dev_names_file_and_line(tmp_path):
     dev = write(tmp_path, "\nParis NNP B-NP B-LOC\nis VBZ B-VP O\n\nAcme NNP B-NP B-COMPANY\n", "dev.txt")
     with pytest.raises(DataFormatError, match=rf"{dev}:5: tag 'B-COMPANY' does not occur in the training split"):
         check_known_tags(read_conll(dev), {"O", "B-LOC"}, dev)
+
+
+def test_a_byte_order_mark_does_not_turn_docstart_into_a_sentence(tmp_path):
+    sentences = read_conll(write(tmp_path, "\ufeff" + ENGLISH))
+    assert [s.tokens for s in sentences] == [("EU", "rejects", "German"), ("Peter", "Blackburn")]
+
+
+def test_text_that_is_not_utf8_is_reported_by_line_with_the_encoding_field(tmp_path):
+    path = tmp_path / "deu.train"
+    path.write_bytes(GERMAN_IOB1.encode("iso-8859-1"))
+    with pytest.raises(DataFormatError, match=rf"^{path}:5: not valid utf-8 text .*; data\.encoding names"):
+        read_conll(path)
+
+
+def test_german_as_released_in_iso_8859_1_is_read_with_its_encoding(tmp_path):
+    path = tmp_path / "deu.train"
+    path.write_bytes(GERMAN_IOB1.encode("iso-8859-1"))
+    assert read_conll(path, encoding="iso-8859-1")[0].tokens == ("Ereignis", "und", "Erzählung")
+
+
+def test_the_ner_task_reads_its_files_in_data_encoding(tmp_path):
+    path = tmp_path / "deu.train"
+    path.write_bytes(GERMAN_IOB1.encode("iso-8859-1"))
+    data = {"dataset": "files", "train_path": str(path), "dev_path": str(path), "encoding": "iso-8859-1"}
+    task = NerTask(parse_config({"data": data}), log=lambda _: None)
+    assert "Erzählung" in task.source_vocab and task.read_split("dev")[0].tokens[2] == "Erzählung"

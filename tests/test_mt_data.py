@@ -70,11 +70,23 @@ def test_a_missing_file_is_an_error(tmp_path):
         read_parallel(tmp_path / "train.de", tmp_path / "train.en")
 
 
-def test_text_that_is_not_utf8_is_an_error(tmp_path):
-    (tmp_path / "train.de").write_bytes(b"gr\xfc\xdfe\n")
-    (tmp_path / "train.en").write_text("greetings\n")
-    with pytest.raises(DataFormatError, match=r"train\.de:1: not valid utf-8 text"):
+def test_text_that_is_not_utf8_is_reported_by_file_and_line_with_the_encoding_field(tmp_path):
+    (tmp_path / "train.de").write_bytes("hallo\ngrüße\n".encode("iso-8859-1"))
+    (tmp_path / "train.en").write_text("hello\ngreetings\n")
+    with pytest.raises(DataFormatError, match=r"train\.de:2: not valid utf-8 text .*; data\.encoding names"):
         read_parallel(tmp_path / "train.de", tmp_path / "train.en")
+
+
+def test_files_in_another_encoding_are_read_with_it(tmp_path):
+    (tmp_path / "train.de").write_bytes("grüße\n".encode("iso-8859-1"))
+    (tmp_path / "train.en").write_text("greetings\n")
+    (pair,) = read_parallel(tmp_path / "train.de", tmp_path / "train.en", encoding="iso-8859-1")
+    assert pair.source == ("grüße",)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_token(tmp_path):
+    (pair,) = read_parallel(*write_pair(tmp_path, "\ufeffdas haus\n", "\ufeffthe house\n"))
+    assert (pair.source, pair.target) == (("das", "haus"), ("the", "house"))
 
 
 def test_unicode_line_separators_inside_a_sentence_do_not_shift_the_alignment(tmp_path):
@@ -114,6 +126,15 @@ def test_targets_end_with_the_end_of_sentence_symbol(files_task):
     batch = files_task.batches(files_task.read_split("train"), 2, shuffle=False)[0]
     ids = files_task.target_vocab.encode
     assert batch.targets.tolist() == [ids(["a", "house", ".", "</s>"]), ids(["a", "tree", ".", "</s>"])]
+
+
+def test_the_task_reads_its_files_in_data_encoding(tmp_path):
+    for stem in ("train", "valid"):
+        (tmp_path / f"{stem}.de").write_bytes("grüße .\n".encode("iso-8859-1"))
+        (tmp_path / f"{stem}.en").write_bytes("greetings .\n".encode("iso-8859-1"))
+    data = {"dataset": "files", "path": str(tmp_path), "encoding": "iso-8859-1"}
+    task = MtTask(parse_config({"task": "mt", "data": data}), log=lambda _: None)
+    assert "grüße" in task.source_vocab and task.read_split("dev")[0].source == ("grüße", ".")
 
 
 def test_vocabulary_keeps_the_most_frequent_tokens_up_to_the_cap(tmp_path):

@@ -167,3 +167,14 @@ def test_evaluate_scores_a_checkpoint_without_any_warning(finished_run):
     assert result.returncode == 0, result.stderr
     assert '"metric": "f1"' in result.stdout
     assert "Warning" not in result.stderr
+
+
+def test_a_data_file_that_is_not_utf8_is_refused_with_its_line_and_the_encoding_field(tmp_path):
+    train_file, out = tmp_path / "deu.train", tmp_path / "run"
+    train_file.write_bytes("Hans B-PER\nin O\nKöln B-LOC\n".encode("iso-8859-1"))
+    result = run_cli(
+        "trainer", "configs/ner.yaml", "--out", out, "--set", "data.dataset=files",
+        "--set", f"data.train_path={train_file}", "--set", f"data.dev_path={train_file}",
+    )  # fmt: skip
+    assert_refused(result, f"{train_file}:3: not valid utf-8 text", "data.encoding")
+    assert not out.exists()

@@ -115,3 +115,14 @@ def test_an_empty_config_file_is_refused_rather_than_read_as_all_defaults(tmp_pa
     path = write(tmp_path, "# only a comment\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: no settings \(the file is empty"):
         load_config(path)
+
+
+def test_an_unknown_data_encoding_is_refused_naming_the_field(tmp_path):
+    text = "data:\n  dataset: files\n  train_path: a\n  dev_path: b\n  encoding: latin-99\n"
+    with pytest.raises(ConfigError, match=r"\n  data\.encoding: .*'latin-99' is not a text encoding Python knows"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_data_encoding_without_dataset_files_is_refused_rather_than_ignored(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: .*encoding is only read with dataset: files"):
+        load_config(write(tmp_path, "data:\n  encoding: iso-8859-1\n"))

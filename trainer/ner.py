@@ -46,7 +46,7 @@ class NerTask:
         self.paths = split_paths(config, log)
         if vocabularies is None:
             # From the whole training split only (also when training on a slice of it); unseen words map to <unk>.
-            train = read_conll(self.paths["train"])
+            train = read_conll(self.paths["train"], config.data.encoding)
             vocabularies = {
                 "source": Vocabulary.build((s.tokens for s in train), specials=(PAD, UNK)).tokens,
                 "target": Vocabulary.build((s.tags for s in train), specials=(PAD, BOS)).tokens,
@@ -59,7 +59,7 @@ class NerTask:
         path = self.paths.get(split)
         if path is None:
             raise FileNotFoundError(f"no {split} split configured (data.{split}_path)")
-        sentences = read_conll(path)
+        sentences = read_conll(path, self.config.data.encoding)
         if split != "train":
             check_known_tags(sentences, set(self.tag_vocab.tokens), path)
         limit = {"train": self.config.data.max_train_sentences, "dev": self.config.data.max_dev_sentences}.get(split)

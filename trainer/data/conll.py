@@ -1,8 +1,9 @@
 """CoNLL column files: one token per line, tag in the last column, blank line between sentences.
 
 Accepts the CoNLL-2003 English layout (`token POS chunk NER`) and the German one
-(`token lemma POS chunk NER`), skips `-DOCSTART-` lines, and converts IOB1 tags
-(as in the original CoNLL-2003 release) to IOB2 so that every entity starts with B-.
+(`token lemma POS chunk NER`, released in ISO-8859-1: data.encoding), skips `-DOCSTART-`
+lines, and converts IOB1 tags (as in the original CoNLL-2003 release) to IOB2 so that
+every entity starts with B-.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ def _check_tag(tag: str, path: Path, line_number: int) -> None:
         raise DataFormatError(f"{path}:{line_number}: tag {tag!r} is neither O nor B-/I- followed by a type")
 
 
-def read_text(path: Path) -> str:
-    """A file's text (data files and configs); one that is missing, a directory, unreadable or not UTF-8
-    is a DataFormatError naming the file, and for undecodable bytes the line they are on."""
+ENCODING_HINT = "data.encoding names the files' encoding (CoNLL-2003 German as released: iso-8859-1)"
+
+
+def read_text(path: Path, encoding: str = "utf-8", hint: str = "") -> str:
+    """A file's text (data files and configs) without a leading byte-order mark, which would otherwise glue
+    itself to the first token (e.g. turn `-DOCSTART-` into a word). A file that is missing, a directory,
+    unreadable or not in `encoding` is a DataFormatError naming the file, and for undecodable bytes their line
+    and `hint`."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -51,16 +57,17 @@ def read_text(path: Path) -> str:
     except OSError as error:
         raise DataFormatError(f"{path}: cannot be read ({error.strerror})") from None
     try:
-        return data.decode("utf-8")
+        return data.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise DataFormatError(f"{path}:{line}: not valid utf-8 text ({error.reason})") from None
+        advice = f"; {hint}" if hint else ""
+        raise DataFormatError(f"{path}:{line}: not valid {encoding} text ({error.reason}){advice}") from None
 
 
-def read_conll(path: Path | str) -> list[TaggedSentence]:
+def read_conll(path: Path | str, encoding: str = "utf-8") -> list[TaggedSentence]:
     """Reads one split. Every token line must have the same number of columns (at least 2)."""
     path = Path(path)
-    text = read_text(path)
+    text = read_text(path, encoding, hint=ENCODING_HINT)
 
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.data.conll import DataFormatError, read_text
+from trainer.data.conll import ENCODING_HINT, DataFormatError, read_text
 
 SPLIT_FILES = {"train": "train", "dev": "valid", "test": "test"}  # our split name -> file stem
 
@@ -27,8 +27,8 @@ def split_files(folder: Path, split: str, source_lang: str, target_lang: str) ->
     return stem.with_name(f"{stem.name}.{source_lang}"), stem.with_name(f"{stem.name}.{target_lang}")
 
 
-def _read_lines(path: Path) -> list[str]:
-    text = read_text(path)
+def _read_lines(path: Path, encoding: str) -> list[str]:
+    text = read_text(path, encoding, hint=ENCODING_HINT)
     # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 and others that occur inside
     # sentences, and would shift every later line against the other side.
     lines = text.split("\n")
@@ -37,11 +37,13 @@ def _read_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in lines]
 
 
-def read_parallel(source_path: Path | str, target_path: Path | str, lowercase: bool = False) -> list[SentencePair]:
+def read_parallel(
+    source_path: Path | str, target_path: Path | str, lowercase: bool = False, encoding: str = "utf-8"
+) -> list[SentencePair]:
     """Reads aligned files. Raises DataFormatError, naming the file (and line), when the line counts
     differ or a line is empty on one side only. Lines empty on both sides are skipped."""
     source_path, target_path = Path(source_path), Path(target_path)
-    source_lines, target_lines = _read_lines(source_path), _read_lines(target_path)
+    source_lines, target_lines = _read_lines(source_path, encoding), _read_lines(target_path, encoding)
     if len(source_lines) != len(target_lines):
         raise DataFormatError(
             f"{source_path} has {len(source_lines)} lines but {target_path} has {len(target_lines)}: "
