@@ -5,12 +5,12 @@ The same methods as `NerTask`, which is all the training loop and `trainer.evalu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from trainer.batching import bucketed_batches, pad
+from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import MtConfig, resolve_data_dir
 from trainer.data.ding import ding_dir, fetch_ding_de_en
 from trainer.data.parallel import SentencePair, drop_long, read_parallel, split_files
@@ -50,9 +50,9 @@ class MtTask:
         self.config = config
         self.folder = data_folder(config, log)
         if vocabularies is None:
-            # From the (length-filtered) training split only, also when training on a slice of it.
+            # From the training pairs this run uses: length-filtered, and a max_train_sentences slice too.
             data = config.data
-            train = self._read("train")
+            train = self.read_split("train")
             vocabularies = {
                 "source": Vocabulary.build(
                     (p.source for p in train), (PAD, UNK), data.source_vocab_size, data.min_freq
@@ -91,6 +91,14 @@ class MtTask:
         """Length-bucketed: the decoder unrolls over the longest target of a batch."""
         lengths = [max(len(p.source), len(p.target) + 1) for p in pairs]
         return [self._batch([pairs[i] for i in indices]) for indices in bucketed_batches(lengths, batch_size, shuffle)]
+
+    def training_batches(self, pairs: list[SentencePair], batch_size: int) -> list[Batch]:
+        """Shuffled batches with source singletons replaced by <unk> afresh on every call (every epoch);
+        target words are what the loss scores, so they stay."""
+        dropout = SingletonDropout(
+            self.source_vocab, (p.source for p in pairs), self.config.data.unk_replace_probability
+        )
+        return [replace(batch, src=dropout(batch.src)) for batch in self.batches(pairs, batch_size, shuffle=True)]
 
     @torch.no_grad()
     def translate(

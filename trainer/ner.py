@@ -6,12 +6,12 @@ the MT task offers the same methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from trainer.batching import bucketed_batches, pad
+from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import NerConfig, resolve_data_dir
 from trainer.data.conll import TaggedSentence, check_known_tags, read_conll
 from trainer.data.fetch import fetch_conll2003_en
@@ -45,10 +45,14 @@ class NerTask:
         self.config = config
         self.paths = split_paths(config, log)
         if vocabularies is None:
-            # From the whole training split only (also when training on a slice of it); unseen words map to <unk>.
+            # Words from the training sentences this run uses (a max_train_sentences slice too): words seen only
+            # elsewhere map to the trained <unk>, not to vectors that never trained. Tags from the whole training
+            # split: they are the data set's label set (the first 30 CoNLL-2003 English sentences lack I-LOC),
+            # and every output row trains.
             train = read_conll(self.paths["train"], config.data.encoding)
+            used = train[: config.data.max_train_sentences]
             vocabularies = {
-                "source": Vocabulary.build((s.tokens for s in train), specials=(PAD, UNK)).tokens,
+                "source": Vocabulary.build((s.tokens for s in used), specials=(PAD, UNK)).tokens,
                 "target": Vocabulary.build((s.tags for s in train), specials=(PAD, BOS)).tokens,
             }
         self.vocabularies = vocabularies
@@ -81,6 +85,13 @@ class NerTask:
                 )
             )
         return result
+
+    def training_batches(self, sentences: list[TaggedSentence], batch_size: int) -> list[Batch]:
+        """Shuffled batches with training singletons replaced by <unk> afresh on every call (every epoch)."""
+        dropout = SingletonDropout(
+            self.source_vocab, (s.tokens for s in sentences), self.config.data.unk_replace_probability
+        )
+        return [replace(batch, src=dropout(batch.src)) for batch in self.batches(sentences, batch_size, shuffle=True)]
 
     @torch.no_grad()
     def predict(self, model: Seq2Seq, sentences: list[TaggedSentence], device: torch.device) -> list[list[str]]:

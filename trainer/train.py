@@ -109,7 +109,7 @@ def train(
         model.train()
         alpha = soft_alpha(procedure.alpha, schedule)
         loss_sum, token_count, gold_sum = 0.0, 0, 0.0
-        batches = task.batches(train_set, optim.batch_size, shuffle=True)
+        batches = task.training_batches(train_set, optim.batch_size)
         bar = progress_bar(batches, f"epoch {schedule.epoch + 1}/{optim.epochs}", enabled=progress)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

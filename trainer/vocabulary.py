@@ -1,4 +1,4 @@
-"""Token <-> id maps, built from the training split only."""
+"""Token <-> id maps, built from training data only (never from dev or test)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ class Vocabulary:
     @property
     def pad_id(self) -> int:
         return self.index[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        return self.index[UNK]
 
     @property
     def bos_id(self) -> int:
