@@ -126,3 +126,9 @@ def test_an_unknown_data_encoding_is_refused_naming_the_field(tmp_path):
 def test_a_data_encoding_without_dataset_files_is_refused_rather_than_ignored(tmp_path):
     with pytest.raises(ConfigError, match=r"data: .*encoding is only read with dataset: files"):
         load_config(write(tmp_path, "data:\n  encoding: iso-8859-1\n"))
+
+
+def test_a_data_dir_that_is_a_file_is_refused_naming_the_field(tmp_path):
+    path = write(tmp_path, "task: ner\n")
+    with pytest.raises(ConfigError, match=rf"\n  data_dir: .*{re.escape(str(path))} is a file, not a folder"):
+        load_config(path, [f"data_dir={path}"])
