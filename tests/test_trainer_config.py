@@ -132,3 +132,8 @@ def test_a_data_dir_that_is_a_file_is_refused_naming_the_field(tmp_path):
     path = write(tmp_path, "task: ner\n")
     with pytest.raises(ConfigError, match=rf"\n  data_dir: .*{re.escape(str(path))} is a file, not a folder"):
         load_config(path, [f"data_dir={path}"])
+
+
+def test_a_set_key_with_an_empty_part_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set 'optim\.=3': 'optim\.' is not a field path"):
+        load_config(write(tmp_path, "task: ner\n"), ["optim.=3"])

@@ -310,6 +310,8 @@ def resolve_data_dir(configured: Path | None) -> Path:
 def set_dotted(tree: dict, dotted_key: str, value: Any) -> None:
     """Sets tree['a']['b'] for 'a.b', creating levels as needed (for --set and search-space axes)."""
     *parents, leaf = dotted_key.split(".")
+    if not all([*parents, leaf]):
+        raise ConfigError(f"{dotted_key!r} is not a field path such as optim.lr")
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
