@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from sacrebleu.metrics import BLEU, CHRF
-from seqeval.metrics import f1_score
 
 
 def span_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
     """CoNLL span F1 (conlleval semantics: seqeval's default, non-strict mode), in percent."""
+    # Imported here: seqeval pulls in scikit-learn (about 2 s), which every command line would pay at start,
+    # even one that only refuses its input.
+    from seqeval.metrics import f1_score
+
     return 100.0 * float(f1_score(gold, predicted))
 
 
