@@ -1,4 +1,4 @@
-"""Scale: bf16 mixed precision keeps α·logits and the loss in float32; the soft path's memory and its
+"""Scale: bf16 mixed precision keeps the logits, α·logits and the loss in float32; the soft path's memory and its
 top-k remedy; the memory benchmark's command line; a CUDA training step where a GPU is at hand."""
 
 import subprocess
@@ -24,7 +24,7 @@ def small_model_and_batch(device="cpu"):
     return model, (src, torch.tensor([5, 4, 2]), targets)
 
 
-def test_under_bf16_autocast_alpha_times_logits_and_the_loss_stay_float32():
+def test_under_bf16_autocast_the_logits_alpha_times_logits_and_the_loss_stay_float32():
     # CPU autocast runs the same dtype rules as CUDA's for these ops, so this holds without a GPU.
     model, batch = small_model_and_batch()
     policy = FeedbackPolicy("soft_sample", model.excluded_ids)
@@ -33,8 +33,8 @@ def test_under_bf16_autocast_alpha_times_logits_and_the_loss_stay_float32():
     policy._choice_scores = lambda logits, alpha: seen.append((logits.dtype, scores_of(logits, alpha))) or seen[-1][1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, loss = model(*batch, policy, gold_probability=0.0, alpha=2.0)
-    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
-    assert seen and all(low == torch.bfloat16 and scores.dtype == torch.float32 for low, scores in seen)
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32
+    assert seen and all(handed == torch.float32 and scores.dtype == torch.float32 for handed, scores in seen)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 

@@ -186,7 +186,8 @@ class RunConfig(StrictModel):
     precision: Literal["float32", "bf16"] = Field(
         "float32",
         description="'bf16': mixed precision (autocast to bfloat16) for the training forward pass, CUDA only; "
-        "α·logits, their softmax and the loss stay in float32. Dev and test scoring run in float32.",
+        "the output layer (the logits), α·logits, their softmax and the loss stay in float32. Dev and test scoring "
+        "run in float32.",
     )
     data_dir: Annotated[Path | None, AfterValidator(_not_a_file)] = Field(
         None, description="Cache of fetched data sets; null uses $DSS_DATA_DIR or ~/.cache/dss-sweep/data."

@@ -62,8 +62,14 @@ class LSTMDecoder(nn.Module):
             lstm.bias_ih_l0,
             lstm.bias_hh_l0,
         )
-        logits = self.output(self.dropout(torch.cat([hidden, context], dim=-1)))
+        logits = self.scores(self.dropout(torch.cat([hidden, context], dim=-1)))
         return logits, (hidden, cell)
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """The output layer, in float32 even under bf16 autocast: the soft procedures multiply these logits by α
+        (up to 100), and a bf16 logit of magnitude 8 is off by up to 0.03 (METHOD.md: α·s in float32)."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.output(features.float())
 
     def teacher_forced(
         self, keys: torch.Tensor, encoder_final: torch.Tensor, targets: torch.Tensor, bos_id: int
@@ -75,7 +81,7 @@ class LSTMDecoder(nn.Module):
         inputs = torch.cat([self.dropout(self.embedding(previous_ids)), contexts], dim=-1)  # (B, T, E + C)
         hidden, cell = self.initial_state(encoder_final)
         states, _ = self.lstm(inputs, (hidden[None], cell[None]))  # (B, T, H)
-        return self.output(self.dropout(torch.cat([states, contexts], dim=-1)))  # (B, T, V)
+        return self.scores(self.dropout(torch.cat([states, contexts], dim=-1)))  # (B, T, V)
 
     def forward(
         self,

@@ -72,8 +72,8 @@ def train(
     device = resolve_device(config.device)
     if config.precision == "bf16" and device.type != "cuda":
         raise ConfigError(f"precision 'bf16' needs CUDA, but training runs on {device}; use precision: float32")
-    # bf16 autocast covers the forward pass only; feedback.py computes α·s and the soft vector in float32,
-    # and the model computes the loss in float32 (METHOD.md: α·logits in float32 under mixed precision).
+    # bf16 autocast covers the forward pass only; the decoder's output layer, feedback.py's α·s and soft vector
+    # and the model's loss stay in float32 (METHOD.md: α·logits in float32 under mixed precision).
     mixed_precision = config.precision == "bf16"
     torch.manual_seed(config.seed)
 
