@@ -137,3 +137,8 @@ def test_a_data_dir_that_is_a_file_is_refused_naming_the_field(tmp_path):
 def test_a_set_key_with_an_empty_part_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--set 'optim\.=3': 'optim\.' is not a field path"):
         load_config(write(tmp_path, "task: ner\n"), ["optim.=3"])
+
+
+def test_learning_rate_beyond_float32_is_refused_with_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.lr: .*must be below 3\.4e38"):
+        load_config(write(tmp_path, "optim:\n  lr: 1.0e+300\n"))

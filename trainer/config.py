@@ -82,11 +82,18 @@ class ProcedureConfig(StrictModel):
         return self
 
 
+def _float32_range(value: float) -> float:
+    """torch's optimizers multiply by the learning rate in float32: a larger one fails there with a traceback."""
+    if value >= 3.4e38:
+        raise ValueError(f"{value:g} is too large: must be below 3.4e38, the largest float32")
+    return value
+
+
 class OptimConfig(StrictModel):
     """Optimisation knobs; the paper does not state them, these are common choices."""
 
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimizer.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    lr: Annotated[float, AfterValidator(_float32_range)] = Field(1e-3, gt=0, description="Learning rate.")
     batch_size: int = Field(32, ge=1, description="Sentences per batch.")
     epochs: int = Field(20, ge=1, description="Number of training epochs.")
     grad_clip: float = Field(5.0, gt=0, description="Clip the global gradient norm to this value.")
