@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -106,10 +107,25 @@ def dev_history(out_dir: Path, run) -> list:
     return client(out_dir).get_metric_history(run.info.run_id, "dev_score")
 
 
-def launch(argv: list, log: Path, **options) -> subprocess.Popen:
-    """`python -m orchestrator.sweep ARGV` as its own process, stdout and stderr to `log`."""
+def launch(argv: list, log: Path) -> subprocess.Popen:
+    """`python -m orchestrator.sweep ARGV` in a session of its own (see `end`), stdout and stderr to `log`."""
     command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
-    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, **options)
+    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def end(process: subprocess.Popen) -> None:
+    """Kills the sweep if it still runs, then whatever it leaves in its session: a driver that did not exit
+    cleanly (killed, or a test that gave up on it) leaves Ray's processes behind."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            if int(fields[3]) == process.pid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
 
 
 def finished_keys(text: str) -> list[str]:

@@ -11,7 +11,6 @@ the third trial nor its configuration, which Optuna holds as running.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from sweep_helpers import (
     SMOKE,
     data_overrides,
     dev_history,
+    end,
     epochs_in_flight,
     final_train_log,
     finished_keys,
@@ -66,17 +66,6 @@ def put_back(out: Path, saved: dict[str, bytes]) -> None:
         (experiment / name).write_bytes(content)
 
 
-def kill_session(session: int) -> None:
-    """SIGKILL to every process still in `session`: the Ray processes the killed driver had started."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
-            if int(fields[3]) == session:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-
-
 @pytest.fixture(scope="module")
 def sessions(conll2003_en, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
@@ -96,7 +85,7 @@ def sessions(conll2003_en, tmp_path_factory):
         saved = saved_experiment(out) if done and second else {}
         return (next(iter(second)), saved) if saved else None
 
-    first = launch(argv, first_log, start_new_session=True)
+    first = launch(argv, first_log)
     try:
         second_trial, saved = wait_for("point A", point_a, first, first_log, BOUND)
 
@@ -108,10 +97,7 @@ def sessions(conll2003_en, tmp_path_factory):
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-        kill_session(first.pid)
+        end(first)
     first_text = first_log.read_text()
     put_back(out, saved)
     newest = newest_checkpoints(out)
@@ -120,9 +106,7 @@ def sessions(conll2003_en, tmp_path_factory):
     try:
         second.wait(timeout=BOUND)
     finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait()
+        end(second)
     return SimpleNamespace(
         out=out,
         space=load_space(SMOKE, overrides[1::2]),

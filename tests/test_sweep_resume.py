@@ -16,6 +16,7 @@ from sweep_helpers import (
     SMOKE,
     data_overrides,
     dev_history,
+    end,
     epochs_in_flight,
     final_train_log,
     finished_keys,
@@ -55,9 +56,7 @@ def sessions(conll2003_en, tmp_path_factory):
         first.send_signal(signal.SIGINT)
         first.wait(timeout=BOUND)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        end(first)
     first_text = first_log.read_text()
     in_flight = {key: n for key, n in recorded.items() if key not in finished_keys(first_text)}
     stored = {key: epoch for key, (epoch, _) in newest_checkpoints(out).items()}
@@ -66,9 +65,7 @@ def sessions(conll2003_en, tmp_path_factory):
     try:
         second.wait(timeout=BOUND)
     finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait()
+        end(second)
     second_text = second_log.read_text()
     return SimpleNamespace(
         out=out,
