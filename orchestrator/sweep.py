@@ -44,7 +44,8 @@ examples:
   python -m orchestrator.sweep search_spaces/ner_paper.yaml --set base.data.train_path=/data/deu.train ...
 
 Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once stops it
-cleanly): finished trials are not run again and no MLflow run is duplicated. The output directory
+cleanly; a killed driver resumes too): finished trials are not run again, trials in flight go on from
+their newest checkpoint in the storage, and no MLflow run is duplicated. The output directory
 holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db and the
 Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
 Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options, an
