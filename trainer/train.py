@@ -85,7 +85,9 @@ def train(
     model = task.build_model().to(device)
     optim = config.optim
     optimizer_class = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim.optimizer]
-    optimizer = optimizer_class(model.parameters(), lr=optim.lr)
+    # fused: one kernel per update instead of one per tensor; on CPU the 1.5M-parameter NER word embedding's Adam
+    # update drops from about 11 ms to 1.3 ms (issue 10), with the same arithmetic.
+    optimizer = optimizer_class(model.parameters(), lr=optim.lr, fused=True)
     procedure = config.procedure
     feedback = FeedbackPolicy(procedure.name, model.excluded_ids, procedure.soft_top_k)
     uses_alpha = procedure.name in SOFT_PROCEDURES
