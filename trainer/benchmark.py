@@ -41,7 +41,6 @@ from trainer.model import build_mt_model, build_ner_model
 from trainer.train import resolve_device
 from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
 
-
 UNROLLED_CE = "ce_unrolled"  # speed table: ce forced through the step-by-step unroll, for reference
 
 
@@ -118,7 +117,9 @@ def speed_table(args: argparse.Namespace) -> list[str]:
     rows = _rows(args.top_k, args.procedures)
     if "ce" in args.procedures:
         rows.insert(1, (UNROLLED_CE, None))
-    policies = {row: FeedbackPolicy("ce" if row[0] == UNROLLED_CE else row[0], model.excluded_ids, row[1]) for row in rows}
+    policies = {
+        row: FeedbackPolicy("ce" if row[0] == UNROLLED_CE else row[0], model.excluded_ids, row[1]) for row in rows
+    }
 
     def loss_of(row: tuple) -> torch.Tensor:
         if row[0] != UNROLLED_CE:

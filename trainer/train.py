@@ -22,6 +22,7 @@ from trainer.progress import log_line, progress_bar
 from trainer.schedules import ScheduleState, gold_probability, soft_alpha
 from trainer.tasks import build_task
 
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: every later step would train on garbage, so the run stops
     (a sweep's trial then fails) instead of finishing with a meaningless "best dev" (issue 7)."""
