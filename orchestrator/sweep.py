@@ -317,21 +317,24 @@ def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state
         save_state(out_dir, state)
     tracking.set_run_status(tracking_uri, state["parent_run_id"], "RUNNING")
 
-    outcomes, studies, metric = run_trials(space, args, out_dir, state)
+    outcomes, studies, metric, efficiency = run_trials(space, args, out_dir, state)
     missing = unfinished(space, studies, outcomes)
     if missing:
         tracking.set_run_status(tracking_uri, state["parent_run_id"], "KILLED")
         print(f"\nsweep interrupted ({missing}); rerun the same command to resume it in {out_dir}", file=sys.stderr)
         return 130
+    print(efficiency.line(), flush=True)
+    tracking.log_efficiency(tracking_uri, state["parent_run_id"], efficiency)
     return select_and_report(space, args, out_dir, state, outcomes, metric, time.monotonic() - started)
 
 
 def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict):
-    """Runs (or resumes) the Tune experiment; returns every trial's Outcome and the Optuna studies."""
+    """Runs (or resumes) the Tune experiment; returns every trial's Outcome, the Optuna studies, the metric's
+    name and how busy this session kept the trial slots."""
     import ray
     from ray import tune
 
-    from orchestrator.progress import TrialLines
+    from orchestrator.progress import TrialLines, sweep_efficiency
     from orchestrator.pruning import OptunaPruningScheduler
     from orchestrator.searcher import RestartSearcher
     from orchestrator.studies import Studies, storage_url
@@ -381,8 +384,10 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                 ),
             )
             print(f"running up to {concurrency} trial(s) at once; output in {out_dir}", flush=True)
+        started, clock = time.time(), time.monotonic()
         results = tuner.fit()
-        return collect_outcomes(results, space, studies), studies, task_metric(results, space)
+        efficiency = sweep_efficiency(results, started, time.monotonic() - clock, concurrency)
+        return collect_outcomes(results, space, studies), studies, task_metric(results, space), efficiency
     finally:
         if owns_ray:
             ray.shutdown()

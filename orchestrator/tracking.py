@@ -241,6 +241,18 @@ def set_run_status(uri: str, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status)
 
 
+def log_efficiency(uri: str, parent_run_id: str, efficiency) -> None:
+    """One value per sweep session (a resumed sweep adds one): the parent run's history shows every session."""
+    values = {
+        "sweep_efficiency": efficiency.ratio,
+        "sweep_trainer_seconds": efficiency.trainer_seconds,
+        "sweep_wall_seconds": efficiency.wall_seconds,
+    }
+    timestamp = int(time.time() * 1000)
+    metrics = [mlflow.entities.Metric(name, float(value), timestamp, 0) for name, value in values.items()]
+    MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
+
+
 def log_selection(state: dict, choices: dict, scores: dict | None, rows: list[dict], files: list[Path]) -> None:
     """Test scores on the chosen runs and the parent run, the summary files on the parent run."""
     client = MlflowClient(state["tracking_uri"])

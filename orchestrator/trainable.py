@@ -30,6 +30,7 @@ from ray.tune.trainable import wrap_function
 from trainer import checkpoint, parse_config, train
 
 RUN_DIR = "run_{trial_id}"  # in the worker's working directory; per trial, since workers are reused
+REPLAYED = "replayed"  # in every reported record: True where it was trained before this session (resume)
 LOG_FILE = "train.log"  # the trainer's lines, kept with the checkpoint instead of flooding the sweep's console
 
 
@@ -114,13 +115,14 @@ def unreported(newest: Stored | None, known: int, epochs: int) -> list[dict]:
 
 
 def _train(trainer_config, run_dir: Path, records: list[dict]) -> None:
-    def report(record: dict, directory: Path | None) -> bool:
+    def report(record: dict, directory: Path | None, replayed: bool = False) -> bool:
         # Every epoch: the record for the pruner and the tracker, the run directory as the checkpoint.
-        tune.report(dict(record), checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
+        checkpoint = tune.Checkpoint.from_directory(str(directory)) if directory else None
+        tune.report({**record, REPLAYED: replayed}, checkpoint=checkpoint)
         return False  # stopping is Tune's job (the scheduler answers STOP)
 
     for index, record in enumerate(records):
-        report(record, run_dir if index == len(records) - 1 else None)
+        report(record, run_dir if index == len(records) - 1 else None, replayed=True)
     if records and records[-1]["epoch"] >= trainer_config.optim.epochs:
         return  # trained to the end before the interruption
 

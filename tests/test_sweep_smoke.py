@@ -9,6 +9,7 @@ score the chosen checkpoints on test.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from types import SimpleNamespace
 
@@ -66,6 +67,39 @@ def test_sweep_without_a_test_split_trains_and_selects(sweep):
     assert not result["test_scored"]
     assert all(row["chosen"] for row in result["rows"])
     assert {t["state"] for t in result["trials"]} <= {"COMPLETE", "PRUNED"}
+
+
+STANDING = re.compile(r"\[(\d+)/(\d+) trials, (\d+) pruned, [\d.]+ min(, ~\d+ min left)?\]$")
+EFFICIENCY = re.compile(r"^sweep efficiency ([\d.]+): (\d+) trainer seconds", re.MULTILINE)
+
+
+def test_every_trial_line_ends_with_trials_finished_of_planned_and_pruned(sweep):
+    standings = [STANDING.search(line) for line in sweep.dev_only.trial_lines()]
+    assert all(standings), sweep.dev_only.trial_lines()
+    finished = [int(match[1]) for match in standings]
+    assert finished == list(range(1, len(finished) + 1))
+    trials = summary(sweep.out)["trials"]
+    last = standings[-1]
+    assert (int(last[2]), int(last[3])) == (len(trials), sum(t["state"] == "PRUNED" for t in trials))
+
+
+def test_the_sweep_prints_its_efficiency_and_logs_it_to_the_parent_run(sweep):
+    printed = EFFICIENCY.search(sweep.dev_only.stdout)
+    assert printed, sweep.dev_only.stdout
+    efficiency, trainer_seconds = float(printed[1]), int(printed[2])
+    assert 0 < efficiency <= 1
+    epoch_seconds = [m.value for run in trial_runs(sweep.out) for m in client(sweep.out).get_metric_history(
+        run.info.run_id, "seconds")]  # fmt: skip
+    assert trainer_seconds == pytest.approx(sum(epoch_seconds), abs=1)
+    history = client(sweep.out).get_metric_history(sweep_state(sweep.out)["parent_run_id"], "sweep_efficiency")
+    assert history[0].value == pytest.approx(efficiency, abs=0.005)
+
+
+def test_a_rerun_that_trains_nothing_reports_no_trainer_seconds(sweep):
+    printed = EFFICIENCY.search(sweep.with_test.stdout)
+    assert printed and int(printed[2]) == 0, sweep.with_test.stdout
+    history = client(sweep.out).get_metric_history(sweep_state(sweep.out)["parent_run_id"], "sweep_trainer_seconds")
+    assert [m.value for m in history][-1] == 0
 
 
 def test_every_trial_has_one_mlflow_run(sweep):
