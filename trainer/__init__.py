@@ -6,6 +6,7 @@ The Python API that the orchestrator (and anyone else) uses:
     config = load_config("configs/ner.yaml", ["procedure.name=soft_greedy"])
     summary = train(config, "runs/a", on_epoch=lambda record, run_dir: False)
     test = evaluate_checkpoint("runs/a/best.pt", split="test")
+    per_sentence = sentence_statistics("runs/a/best.pt", split="test")  # for bootstrap intervals
 
 It imports neither Ray nor MLflow.
 """
@@ -20,15 +21,16 @@ __all__ = [
     "evaluate_checkpoint",
     "load_config",
     "parse_config",
+    "sentence_statistics",
     "train",
 ]
 
 
 def __getattr__(name: str):
-    """`evaluate_checkpoint` is imported on first use: importing trainer.evaluate here would make
+    """trainer.evaluate's functions are imported on first use: importing trainer.evaluate here would make
     `python -m trainer.evaluate` run a module already in sys.modules, which Python warns about on every call."""
-    if name == "evaluate_checkpoint":
-        from trainer.evaluate import evaluate_checkpoint
+    if name in ("evaluate_checkpoint", "sentence_statistics"):
+        from trainer import evaluate
 
-        return evaluate_checkpoint
+        return getattr(evaluate, name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -24,11 +24,28 @@ def evaluate_checkpoint(
 ) -> dict:
     """Rebuilds the model from the checkpoint alone and scores it on `split` with hard greedy decoding,
     or, for MT, with beam search of `beam_size` > 1."""
+    payload, task, model, torched_device = load_checkpoint_model(path, device, log)
+    if beam_size != 1 and not getattr(task, "supports_beam", False):
+        raise ConfigError(f"beam search applies to translation (task mt), not to task {task.config.task}")
+    search = {"beam_size": beam_size} if beam_size != 1 else {}
+    scores = task.score(model, task.read_split(split), torched_device, **search)
+    result = {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric}
+    return {**result, **search, **scores}
+
+
+def sentence_statistics(path: Path | str, split: str = "dev", device: str = "auto", log=log_line) -> dict:
+    """The checkpoint's per-sentence metric statistics on `split` under hard greedy decoding (an (N, S) array,
+    see trainer.metrics): what a bootstrap over sentences resamples. {"metric", "statistics", "checkpoint"}."""
+    _, task, model, torched_device = load_checkpoint_model(path, device, log)
+    statistics = task.statistics(model, task.read_split(split), torched_device)
+    return {"checkpoint": str(path), "split": split, "metric": task.metric, "statistics": statistics}
+
+
+def load_checkpoint_model(path: Path | str, device: str, log):
+    """(payload, task, model on its device, device), rebuilt from the checkpoint alone."""
     payload = checkpoint.load(path)
     config = parse_config(payload["config"], source=f"{path} (config)")
     task = build_task(config, payload["vocabularies"], log=log)
-    if beam_size != 1 and not getattr(task, "supports_beam", False):
-        raise ConfigError(f"beam search applies to translation (task mt), not to task {config.task}")
     model = task.build_model()
     try:
         model.load_state_dict(payload["model"])
@@ -37,11 +54,7 @@ def evaluate_checkpoint(
             f"{path}: its weights do not fit the model that its config and vocabularies describe"
         ) from None
     torched_device = resolve_device(device)
-    model.to(torched_device)
-    search = {"beam_size": beam_size} if beam_size != 1 else {}
-    scores = task.score(model, task.read_split(split), torched_device, **search)
-    result = {"checkpoint": str(path), "split": split, "epoch": payload.get("epoch"), "metric": task.metric}
-    return {**result, **search, **scores}
+    return payload, task, model.to(torched_device), torched_device
 
 
 def main(argv: list[str] | None = None) -> int:

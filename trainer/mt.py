@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import MtConfig, resolve_data_dir
 from trainer.data.ding import ding_dir, fetch_ding_de_en
 from trainer.data.parallel import SentencePair, drop_long, read_parallel, split_files
-from trainer.metrics import corpus_bleu, corpus_chrf
+from trainer.metrics import bleu_statistics, corpus_bleu, corpus_chrf
 from trainer.model import Seq2Seq, build_mt_model
 from trainer.progress import log_line
 from trainer.search import beam_search, decode_lengths, greedy_search
@@ -126,3 +127,8 @@ class MtTask:
         hypotheses = [" ".join(tokens) for tokens in self.translate(model, pairs, device, beam_size)]
         references = [" ".join(p.target) for p in pairs]
         return {self.metric: corpus_bleu(hypotheses, references), "chrf": corpus_chrf(hypotheses, references)}
+
+    def statistics(self, model: Seq2Seq, pairs: list[SentencePair], device: torch.device) -> np.ndarray:
+        """Per-sentence BLEU statistics (metrics.bleu_statistics) of greedy translations."""
+        hypotheses = [" ".join(tokens) for tokens in self.translate(model, pairs, device)]
+        return bleu_statistics(hypotheses, [" ".join(p.target) for p in pairs])

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import NerConfig, resolve_data_dir
 from trainer.data.conll import TaggedSentence, check_known_tags, read_conll
 from trainer.data.fetch import fetch_conll2003_en
-from trainer.metrics import span_f1
+from trainer.metrics import span_f1, span_statistics
 from trainer.model import Seq2Seq, build_ner_model
 from trainer.progress import log_line
 from trainer.vocabulary import BOS, PAD, UNK, Vocabulary
@@ -109,3 +110,7 @@ class NerTask:
     def score(self, model: Seq2Seq, sentences: list[TaggedSentence], device: torch.device) -> dict[str, float]:
         predicted = self.predict(model, sentences, device)
         return {self.metric: span_f1([list(s.tags) for s in sentences], predicted)}
+
+    def statistics(self, model: Seq2Seq, sentences: list[TaggedSentence], device: torch.device) -> np.ndarray:
+        """Per-sentence span counts (metrics.span_statistics), from which F1 on any resample follows."""
+        return span_statistics([list(s.tags) for s in sentences], self.predict(model, sentences, device))
