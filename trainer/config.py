@@ -183,6 +183,15 @@ def _not_a_file(path: Path | None) -> Path | None:
     return path
 
 
+class DiagnosticsConfig(StrictModel):
+    """Credit-assignment diagnostics (trainer/diagnostics.py), measured after every epoch; opt-in, they cost
+    a few forward and backward passes on a small batch of dev sentences."""
+
+    enabled: bool = Field(False, description="Log credit_norm and gradient_variance with every epoch.")
+    sentences: int = Field(32, ge=1, description="The fixed batch: the first this many dev sentences.")
+    draws: int = Field(8, ge=2, description="Noise draws over which gradient_variance is taken.")
+
+
 class RunConfig(StrictModel):
     """Settings shared by every task: procedure, optimisation, seed and device."""
 
@@ -199,6 +208,7 @@ class RunConfig(StrictModel):
     data_dir: Annotated[Path | None, AfterValidator(_not_a_file)] = Field(
         None, description="Cache of fetched data sets; null uses $DSS_DATA_DIR or ~/.cache/dss-sweep/data."
     )
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig, description="Opt-in diagnostics.")
 
     @model_validator(mode="after")
     def _bf16_needs_cuda(self) -> RunConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint
+from trainer import checkpoint, diagnostics
 from trainer.config import ConfigError
 from trainer.feedback import SOFT_PROCEDURES, FeedbackPolicy
 from trainer.progress import log_line, progress_bar
@@ -93,6 +93,9 @@ def train(
     feedback = FeedbackPolicy(procedure.name, model.excluded_ids, procedure.soft_top_k)
     uses_alpha = procedure.name in SOFT_PROCEDURES
     schedule = ScheduleState()
+    if config.diagnostics.enabled:  # a fixed batch of dev sentences, the same every epoch
+        first = dev_set[: config.diagnostics.sentences]
+        diagnostic_batch = task.batches(first, len(first), shuffle=False)[0].to(device)
     history: list[dict] = []
     best: dict = {"epoch": None, "dev_score": float("-inf")}
 
@@ -154,6 +157,8 @@ def train(
             "steps": schedule.step,
             **peak_memory,  # CUDA only: the training steps' peak allocated memory
         }
+        if config.diagnostics.enabled:
+            record.update(diagnostics.measure(model, diagnostic_batch, feedback, alpha, config.diagnostics.draws))
         history.append(record)
         if record["dev_score"] > best["dev_score"]:
             best = {"epoch": record["epoch"], "dev_score": record["dev_score"]}
