@@ -511,6 +511,14 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
     failed = sum(o.state == "FAILED" for o in outcomes)
     print(f"\n{len(outcomes)} trials ({pruned} pruned, {failed} failed); this session took {seconds / 60:.1f} min")
     print(f"\n{table}\n")
+    if scores is not None:  # intervals and verdicts need the chosen checkpoints' test predictions
+        from orchestrator import report
+
+        analysis = report.build_report(out_dir, log=lambda _: None)
+        report_files = report.write_report(out_dir, analysis)
+        report.log_to_parent_run(out_dir, report_files)
+        files += report_files
+        print(f"{report.markdown(analysis)}\n")
     print(f"wrote {', '.join(str(p) for p in files)}")
     print(tracking.ui_hint(state["tracking_uri"], state["experiment_id"]))
     return 0 if all(choice.outcome is not None for choice in choices.values()) else 1

@@ -25,6 +25,7 @@ from orchestrator.studies import Studies
 
 DEFAULT_STORE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri(out_dir: Path) -> str:
@@ -72,9 +73,13 @@ def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        return experiment.experiment_id
-    location = (Path(out_dir).resolve() / ARTIFACTS_DIR).as_uri() if is_local_store(uri) else None
-    return client.create_experiment(name, artifact_location=location)
+        experiment_id = experiment.experiment_id
+    else:
+        location = (Path(out_dir).resolve() / ARTIFACTS_DIR).as_uri() if is_local_store(uri) else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    # MLflow 3 opens an experiment of unknown kind on its GenAI overview; this one is model training: the runs.
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment_id
 
 
 def start_parent_run(uri: str, experiment_id: str, space: SearchSpace, space_file: Path, out_dir: Path) -> str:
@@ -214,8 +219,10 @@ class MlflowTrials(Callback):
 
 
 def trial_metric_names(result: dict) -> list[str]:
-    """The trainer's epoch record (loss, dev scores, ε as gold_probability, α, seconds, steps), not Tune's extras."""
-    fixed = [name for name in ("train_loss", "gold_probability", "alpha", "seconds", "steps") if name in result]
+    """The trainer's epoch record (loss, dev scores, ε as gold_probability, α, seconds, steps, and the opt-in
+    diagnostics), not Tune's extras."""
+    trainer = ("train_loss", "gold_probability", "alpha", "seconds", "steps", "credit_norm", "gradient_variance")
+    fixed = [name for name in trainer if name in result]
     return fixed + [name for name in result if name.startswith("dev_")]
 
 
@@ -285,6 +292,6 @@ def ui_hint(uri: str, experiment_id: str) -> str:
     if uri.startswith("sqlite:") or uri.startswith("file:"):
         return (
             f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-            f"           then open http://127.0.0.1:5000/#/experiments/{experiment_id}"
+            f"           then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
         )
-    return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{experiment_id}/runs"

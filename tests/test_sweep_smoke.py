@@ -26,6 +26,7 @@ from sweep_helpers import (
     write_slices,
 )
 
+from orchestrator import report
 from orchestrator.selection import TEST_RECORD
 from orchestrator.space import load_space
 
@@ -180,3 +181,58 @@ def test_summary_is_written_as_markdown_csv_and_json_and_printed(sweep):
     table = (sweep.out / "summary.md").read_text().strip()
     assert table in sweep.with_test.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in sweep.with_test.stdout
+
+
+def test_the_report_tables_equal_what_mlflow_holds(sweep):
+    assert "Table 1" in sweep.with_test.stdout and "verdict" in sweep.with_test.stdout
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    runs = {run.data.tags["trial_key"]: run for run in trial_runs(sweep.out)}
+    for row in analysis["rows"]:
+        chosen = runs[row["chosen"]]
+        assert row["test"]["score"] == pytest.approx(chosen.data.metrics["test_f1"])
+        assert row["test"]["low"] <= row["test"]["score"] <= row["test"]["high"]
+        restarts = [
+            run.data.metrics["best_dev_score"]
+            for run in runs.values()
+            if run.data.tags["config_id"] == chosen.data.tags["config_id"] and run.data.tags["state"] == "COMPLETE"
+        ]
+        assert row["dev_restarts"] == len(restarts)
+        assert row["dev_mean"] == pytest.approx(statistics.fmean(restarts))
+        if len(restarts) > 1:
+            assert row["dev_std"] == pytest.approx(statistics.stdev(restarts))
+
+
+def test_the_report_compares_every_row_with_the_ce_row_on_paired_resamples(sweep):
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    verdicts = {row["row"]: row["verdict"] for row in analysis["rows"]}
+    assert verdicts["ce"] == "baseline"
+    assert analysis["baseline"] == next(row["chosen"] for row in analysis["rows"] if row["row"] == "ce")
+    for row in analysis["rows"]:
+        if row["row"] != "ce":
+            assert row["verdict"] in ("better than CE", "worse than CE", "indistinguishable")
+            assert row["difference"]["low"] <= row["difference"]["score"] <= row["difference"]["high"]
+            assert 0 < row["p_value"] <= 1
+
+
+def test_the_report_reads_test_only_for_the_chosen_checkpoints(sweep):
+    chosen = {row["chosen"] for row in summary(sweep.out)["rows"]}
+    assert {path.name.removesuffix(".test.npz") for path in (sweep.out / "report").glob("*.test.npz")} == chosen
+
+
+def test_the_report_is_logged_to_the_parent_run(sweep):
+    state = sweep_state(sweep.out)
+    artifacts = {a.path for a in client(sweep.out).list_artifacts(state["parent_run_id"], "report")}
+    assert {"report/report.md", "report/report.json"} <= artifacts
+    assert {"report/dev_curves.png", "report/schedules.png", "report/differences.png"} <= artifacts
+
+
+def test_the_report_command_refuses_a_folder_without_a_sweep(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert str(tmp_path / "summary.json") in capsys.readouterr().err
+
+
+def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(sweep):
+    state = sweep_state(sweep.out)
+    experiment = client(sweep.out).get_experiment(state["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
+    assert f"#/experiments/{state['experiment_id']}/runs" in sweep.with_test.stdout

@@ -1,0 +1,234 @@
+"""`python -m orchestrator.report OUT`: a finished sweep's tables with intervals and a verdict per row, and plots.
+
+Per row of Tables 1 and 2: the chosen configuration's dev mean ± standard deviation over its finished
+restarts, the chosen checkpoint's test score with a 95% bootstrap interval over test sentences, and its
+difference to the baseline (CE) row with a paired bootstrap interval, p-value and verdict
+(orchestrator/significance.py). The test split is read only for the checkpoints the sweep chose, which it
+has already scored; their per-sentence statistics are kept in OUT/report/ so that a rerun reads it no more.
+Writes OUT/report.md, OUT/report.json and the figures of orchestrator/plots.py (OUT/report/*.png), and logs
+them to the sweep's parent MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.selection import SUMMARY_STEM, TEST_RECORD
+from orchestrator.significance import Resamples, interval, paired_comparison
+
+REPORT_DIR = "report"
+BASELINE_PROCEDURE = "ce"
+
+
+class ReportError(RuntimeError):
+    """A directory that holds no finished, test-scored sweep (exit status 2)."""
+
+
+def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed: int = 0, log=print) -> dict:
+    from trainer.metrics import SCORE_FROM_STATISTICS
+
+    summary = _read_json(out_dir / f"{SUMMARY_STEM}.json", "a finished sweep's summary")
+    if not summary.get("test_scored"):
+        raise ReportError(f"{out_dir}: the sweep ran with --no-test; rerun it without to score the chosen rows")
+    record = _read_json(out_dir / TEST_RECORD, "the test scores of the chosen checkpoints")
+    chosen = sorted({row["chosen"] for row in summary["rows"] if row["chosen"]})
+    if not chosen:
+        raise ReportError(f"{out_dir}: no row has a chosen checkpoint (see {SUMMARY_STEM}.md)")
+    cache = out_dir / REPORT_DIR
+    cache.mkdir(exist_ok=True)
+    per_sentence, procedure = {}, {}
+    for key in chosen:
+        stored = cache / f"{key}.test.npz"
+        if not stored.exists():
+            log(f"per-sentence test statistics of {key} (chosen on dev)")
+            np.savez(stored, **_test_statistics(record[key]["checkpoint_dir"]))
+        with np.load(stored) as saved:
+            per_sentence[key], procedure[key] = saved["statistics"], str(saved["procedure"])
+    metric = record[chosen[0]]["result"]["metric"]
+    score = SCORE_FROM_STATISTICS[metric]
+    baseline_key = next(
+        (row["chosen"] for row in summary["rows"] if procedure.get(row["chosen"]) == BASELINE_PROCEDURE), None
+    )
+    draws = Resamples.draw(len(next(iter(per_sentence.values()))), resamples, seed)
+    rows = []
+    for row in summary["rows"]:
+        key = row["chosen"]
+        entry = {
+            name: row[name] for name in ("table", "row", "label", "chosen", "setting", "restarts", "planned_restarts")
+        }
+        entry.update(_dev_spread(summary["trials"], key))
+        if key is not None:
+            test = interval(per_sentence[key], score, draws, level)
+            entry["test"] = {"score": test.estimate, "low": test.low, "high": test.high}
+            if key == baseline_key:
+                entry["verdict"] = "baseline"
+            elif baseline_key is not None:
+                comparison = paired_comparison(per_sentence[key], per_sentence[baseline_key], score, draws, level)
+                difference = comparison.difference
+                entry["difference"] = {"score": difference.estimate, "low": difference.low, "high": difference.high}
+                entry.update(p_value=comparison.p_value, verdict=comparison.verdict)
+        rows.append(entry)
+    return {
+        "sweep": str(out_dir),
+        "metric": metric,
+        "baseline": baseline_key,
+        "level": level,
+        "resamples": resamples,
+        "seed": seed,
+        "test_sentences": draws.weights.shape[1],
+        "rows": rows,
+    }
+
+
+def _test_statistics(checkpoint_dir: str) -> dict:
+    """The chosen checkpoint's per-sentence test statistics and procedure, from wherever the storage keeps it."""
+    from ray.tune import Checkpoint
+
+    from trainer import checkpoint, sentence_statistics
+
+    with Checkpoint(checkpoint_dir).as_directory() as directory:
+        best = Path(directory) / "best.pt"
+        statistics = sentence_statistics(best, split="test", log=lambda _: None)["statistics"]
+        return {"statistics": statistics, "procedure": checkpoint.load(best)["config"]["procedure"]["name"]}
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path} not found: {path.parent} holds no {what}")
+    return json.loads(path.read_text())
+
+
+def _dev_spread(trials: list[dict], key: str | None) -> dict:
+    """Dev mean ± sample standard deviation over the chosen configuration's finished restarts."""
+    if key is None:
+        return {"dev_mean": None, "dev_std": None, "dev_restarts": 0}
+    config_id = next(t["config_id"] for t in trials if t["key"] == key)
+    state = next(t["state"] for t in trials if t["key"] == key)
+    scores = [t["best_dev"] for t in trials if t["config_id"] == config_id and t["state"] == state]
+    std = statistics.stdev(scores) if len(scores) > 1 else None
+    return {"dev_mean": statistics.fmean(scores), "dev_std": std, "dev_restarts": len(scores)}
+
+
+def markdown(report: dict) -> str:
+    metric, level = report["metric"], report["level"]
+    percent = f"{100 * level:g}%"
+    lines = [
+        f"Test {metric} with {percent} bootstrap intervals over {report['test_sentences']} test sentences "
+        f"({report['resamples']} resamples); Δ: paired difference to the baseline row on the same resamples, "
+        f"p two-sided; dev: the chosen configuration's mean ± std over its restarts.",
+    ]
+    for table in sorted({row["table"] for row in report["rows"]}):
+        lines += [
+            "",
+            f"Table {table}",
+            "",
+            f"| row | dev {metric} (mean ± std, n) | test {metric} [{percent}] | Δ vs CE [{percent}] | p | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in report["rows"] if r["table"] == table):
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        row["label"],
+                        _dev_text(row),
+                        _interval_text(row.get("test")),
+                        _interval_text(row.get("difference"), signed=True),
+                        _p_text(row.get("p_value")),
+                        row.get("verdict", "-"),
+                    ]
+                )  # fmt: skip
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def _dev_text(row: dict) -> str:
+    if row["dev_mean"] is None:
+        return "-"
+    spread = f" ± {row['dev_std']:.2f}" if row["dev_std"] is not None else ""
+    return f"{row['dev_mean']:.2f}{spread} (n={row['dev_restarts']})"
+
+
+def _interval_text(value: dict | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return f"{number.format(value['score'])} [{number.format(value['low'])}, {number.format(value['high'])}]"
+
+
+def _p_text(p_value: float | None) -> str:
+    return "-" if p_value is None else f"{p_value:.3f}"
+
+
+def write_report(out_dir: Path, report: dict) -> list[Path]:
+    """report.md, report.json and the figures (report/*.png, curves read from the sweep's MLflow runs)."""
+    from orchestrator import plots
+
+    paths = [out_dir / "report.md", out_dir / "report.json"]
+    paths[0].write_text(markdown(report) + "\n")
+    paths[1].write_text(json.dumps(report, indent=2) + "\n")
+    state = _sweep_state(out_dir)
+    curves = plots.read_curves(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+    figures = out_dir / REPORT_DIR
+    return paths + [
+        plots.dev_curves(report, curves, figures / "dev_curves.png"),
+        plots.schedules(report, curves, figures / "schedules.png"),
+        plots.differences(report, figures / "differences.png"),
+    ]
+
+
+def _sweep_state(out_dir: Path) -> dict:
+    return _read_json(out_dir / "sweep.json", "sweep state")
+
+
+def log_to_parent_run(out_dir: Path, paths: list[Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    state = _sweep_state(out_dir)
+    client = MlflowClient(state["tracking_uri"])
+    for path in paths:
+        client.log_artifact(state["parent_run_id"], str(path), artifact_path="report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.report",
+        description="Tables 1 and 2 of a finished sweep with bootstrap intervals over test sentences, the paired "
+        "difference of every row to CE and a verdict per row. Reads the test split only for the checkpoints the "
+        "sweep chose on dev.",
+    )
+    parser.add_argument("out", type=Path, help="the sweep's output directory (its --out)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resamples < 100:
+            raise ReportError(f"--resamples {args.resamples}: at least 100")
+        if not 0.5 <= args.level < 1:
+            raise ReportError(f"--level {args.level}: between 0.5 and 1")
+        out_dir = args.out.expanduser().resolve()
+        report = build_report(out_dir, args.resamples, args.level, args.seed)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = write_report(out_dir, report)
+    log_to_parent_run(out_dir, paths)
+    print(markdown(report))
+    print(f"\nwrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
