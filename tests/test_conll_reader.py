@@ -120,3 +120,25 @@ def test_the_ner_task_reads_its_files_in_data_encoding(tmp_path):
     data = {"dataset": "files", "train_path": str(path), "dev_path": str(path), "encoding": "iso-8859-1"}
     task = NerTask(parse_config({"data": data}), log=lambda _: None)
     assert "Erzählung" in task.source_vocab and task.read_split("dev")[0].tokens[2] == "Erzählung"
+
+
+def test_an_unchanged_file_is_parsed_once_per_process(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text(ENGLISH)
+    first, second = read_conll(path), read_conll(path)
+    assert all(a is b for a, b in zip(first, second, strict=True))  # a second parse would build new sentences
+
+
+def test_a_rewritten_file_is_read_again(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text(ENGLISH)
+    read_conll(path)
+    path.write_text(ENGLISH.replace("Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n", ""))
+    assert [s.tokens for s in read_conll(path)] == [("EU", "rejects", "German")]
+
+
+def test_changing_the_returned_list_leaves_the_next_read_whole(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text(ENGLISH)
+    read_conll(path).clear()
+    assert len(read_conll(path)) == 2

@@ -8,6 +8,7 @@ every entity starts with B-.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,25 @@ def read_text(path: Path, encoding: str = "utf-8", hint: str = "") -> str:
 
 
 def read_conll(path: Path | str, encoding: str = "utf-8") -> list[TaggedSentence]:
-    """Reads one split. Every token line must have the same number of columns (at least 2)."""
+    """Reads one split. Every token line must have the same number of columns (at least 2).
+
+    A file is parsed once per process while it is unchanged (same modification time and size): a Ray worker
+    that Tune reuses trial after trial, and a task that reads the training split for its vocabulary and
+    again to train, do not parse it again (issue 10)."""
     path = Path(path)
+    try:
+        version = path.stat()
+    except OSError:
+        return _parse_conll(path, encoding)  # which reports what is wrong with the path
+    return list(_parsed_once(path.resolve(), path, encoding, version.st_mtime_ns, version.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_once(resolved: Path, path: Path, encoding: str, mtime_ns: int, size: int) -> tuple[TaggedSentence, ...]:
+    return tuple(_parse_conll(path, encoding))
+
+
+def _parse_conll(path: Path, encoding: str) -> list[TaggedSentence]:
     text = read_text(path, encoding, hint=ENCODING_HINT)
 
     sentences: list[TaggedSentence] = []
