@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     result = landscape(model, batch, random_direction(model, args.seed), steps, args.alphas)
     args.out.mkdir(parents=True, exist_ok=True)
     table = write_csv(result, args.out / "landscape.csv")
-    figure = plot(result, args.out / "landscape.png", f"{args.checkpoint}: {len(sentences)} dev sentences")
+    shown = "/".join(args.checkpoint.resolve().parts[-3:])  # run folder, checkpoint folder, file
+    figure = plot(result, args.out / "landscape.png", f"{shown}: {len(sentences)} dev sentences")
     print(
         f"{sum(1 for c in result.flips() if c)} of {args.points} steps flip a greedy decision; wrote {table}, {figure}"
     )
