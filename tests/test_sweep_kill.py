@@ -69,7 +69,8 @@ def put_back(out: Path, saved: dict[str, bytes]) -> None:
 @pytest.fixture(scope="module")
 def sessions(conll2003_en, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    paths = write_slices(conll2003_en, root / "data", counts=(200, 60, 60))
+    # Epochs of a second or more: the watcher, polling twice a second, must find the second trial mid-run.
+    paths = write_slices(conll2003_en, root / "data", counts=(1000, 60, 60))
     out = root / "out"
     overrides = ["--set", f"epochs={EPOCHS}", "--set", "max_concurrent=1", *data_overrides(paths)]
     argv = [SMOKE, "--out", out, "--no-test", *overrides]
