@@ -103,7 +103,8 @@ def sweep_efficiency(results, started: float, wall: float, concurrency: int) -> 
         frame = result.metrics_dataframe
         if frame is None or "seconds" not in frame:
             continue
-        trained = frame["timestamp"] >= int(started)
+        # Tune's timestamps are whole seconds: a record of the session before may carry the second this one began in.
+        trained = frame["timestamp"] > started
         if REPLAYED in frame:
             trained &= ~frame[REPLAYED].astype(bool)
         trainer_seconds += float(frame.loc[trained, "seconds"].sum())
