@@ -5,27 +5,16 @@ import json
 
 import pytest
 import torch
+from tiny_ner import tiny_ner_model_and_batch
 
 from trainer import load_config, train
-from trainer.config import NerModelConfig
 from trainer.diagnostics import measure
 from trainer.feedback import FeedbackPolicy
-from trainer.model import build_ner_model
-from trainer.ner import Batch
-from trainer.vocabulary import BOS, PAD, UNK, Vocabulary
-
-WORDS = Vocabulary([PAD, UNK] + [f"w{i}" for i in range(30)])
-TAGS = Vocabulary([PAD, BOS, "O", "B-ORG", "I-ORG", "B-PER", "I-PER"])
 
 
 @pytest.fixture(scope="module")
 def model_and_batch():
-    torch.manual_seed(0)
-    model = build_ner_model(NerModelConfig(), WORDS, TAGS)
-    generator = torch.Generator().manual_seed(3)
-    src = torch.randint(2, len(WORDS), (6, 9), generator=generator)
-    targets = torch.randint(2, len(TAGS), (6, 9), generator=generator)
-    return model, Batch(src, torch.full((6,), 9), targets)
+    return tiny_ner_model_and_batch()
 
 
 def diagnostics_of(procedure: str, model_and_batch) -> dict[str, float]:

@@ -6,29 +6,20 @@ import csv
 import numpy as np
 import pytest
 import torch
+from tiny_ner import tiny_ner_model_and_batch
 
 from trainer import load_config, train
-from trainer.config import NerModelConfig
 from trainer.landscape import landscape, main, random_direction
-from trainer.model import build_ner_model
-from trainer.ner import Batch
-from trainer.vocabulary import BOS, PAD, UNK, Vocabulary
 
-WORDS = Vocabulary([PAD, UNK] + [f"w{i}" for i in range(30)])
-TAGS = Vocabulary([PAD, BOS, "O", "B-ORG", "I-ORG", "B-PER", "I-PER"])
 ALPHAS = [1.0, 10.0, 100.0, 1000.0]
 
 
 @pytest.fixture(scope="module")
 def curves():
-    torch.manual_seed(0)
-    model = build_ner_model(NerModelConfig(), WORDS, TAGS)
-    generator = torch.Generator().manual_seed(3)
-    src = torch.randint(2, len(WORDS), (6, 9), generator=generator)
-    targets = torch.randint(2, len(TAGS), (6, 9), generator=generator)
+    model, batch = tiny_ner_model_and_batch()
     before = [p.detach().clone() for p in model.parameters()]
     steps = list(np.linspace(-0.5, 0.5, 401))
-    result = landscape(model, Batch(src, torch.full((6,), 9), targets), random_direction(model, 0), steps, ALPHAS)
+    result = landscape(model, batch, random_direction(model, 0), steps, ALPHAS)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # θ is restored
     return result
 
