@@ -32,10 +32,10 @@ class Curve:
 def read_curves(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Curve]:
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.tracking import sweep_runs
+
     client = MlflowClient(tracking_uri)
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
-    )
+    runs = sweep_runs(client, experiment_id, parent_run_id)
 
     def history(run, name: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))

@@ -216,7 +216,7 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
         check_same_sweep(state, space, tracking_uri, storage, out_dir)
     try:
         tracking.check_server(tracking_uri)
-    except tracking.TrackingServerDown as error:
+    except tracking.TrackingServerError as error:
         raise SweepSetupError(str(error)) from None
     if state is not None:
         return state, True

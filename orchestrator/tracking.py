@@ -1,16 +1,21 @@
-"""MLflow: one experiment per search space, one parent run per sweep, one nested run per trial.
+"""MLflow: one experiment per search space; runs nested sweep → configuration → restart (one per trial).
 
 All MLflow calls happen in the sweep's driver: a Tune callback turns each
 trial's reported epochs into that trial's run (as Ray's own MLflowLoggerCallback
-does), so workers need no tracking URI and SQLite has one writer. Runs are found
-again by their `trial_key` tag under the sweep's parent run, so a resumed sweep
-reopens them instead of duplicating them, and epochs already logged are not
-logged twice.
+does), so workers need no tracking URI and SQLite has one writer. A
+configuration's run carries its parameters (those of its restarts, seed aside)
+and, once its restarts have ended, their per-epoch dev metrics as mean ± std:
+the UI then compares configurations directly, which is what a sweep is for.
+Runs are found again by their `config_id` / `trial_key` tags under the sweep's
+run id, so a resumed sweep reopens them instead of duplicating them, and epochs
+already logged are not logged twice.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +27,14 @@ from ray.tune import Callback
 
 from orchestrator.space import SearchSpace, validated_flat_config
 from orchestrator.studies import Studies
+from orchestrator.trainable import NODE_KEY
 
 DEFAULT_STORE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+SWEEP_TAG, KIND_TAG = "sweep_run_id", "run_kind"  # on every run under a sweep: its sweep, and which level it is
+CONFIGURATION, RESTART = "configuration", "restart"
+ENDED = ("COMPLETE", "PRUNED", "FAILED")  # a run's `state` tag once it will log nothing more
 
 
 def default_tracking_uri(out_dir: Path) -> str:
@@ -41,30 +50,48 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "/"))
 
 
-class TrackingServerDown(ConnectionError):
-    """An HTTP tracking server that does not answer; the message names its URI."""
+class TrackingServerError(ConnectionError):
+    """An HTTP tracking server that does not answer or refuses us; the message names its URI (never a password)."""
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Raises TrackingServerDown unless an HTTP tracking server answers its /health endpoint within `timeout`
-    seconds: MLflow's client retries a server that is down for minutes before it fails (issue 7), and by then
-    the sweep would have started. A database or file store has no server to ask."""
+    """Raises TrackingServerError unless an HTTP tracking server answers its /health endpoint and accepts the
+    credentials in the environment (MLFLOW_TRACKING_USERNAME/PASSWORD, read by MLflow's client) within `timeout`
+    seconds each: MLflow's client retries for minutes before it fails (issue 7), and by then the sweep would
+    have started. A database or file store has no server to ask."""
     if not uri.startswith(("http://", "https://")):
         return
-    health = f"{uri.rstrip('/')}/health"
+    base = uri.rstrip("/")
+    problem = _http_problem(f"{base}/health", None, timeout)  # unprotected, also under MLflow's basic-auth app
+    if problem is None:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        credentials = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+        problem = _http_problem(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", credentials, timeout)
+    if problem is not None:
+        raise TrackingServerError(f"MLflow tracking server {uri}: {problem}")
+
+
+def _http_problem(url: str, credentials: tuple[str, str] | None, timeout: float) -> str | None:
+    request = urllib.request.Request(url)
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(health, timeout=timeout):
-            return
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
     except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            return  # it is up and wants credentials, which MLflow's client sends (MLFLOW_TRACKING_USERNAME, ...)
-        problem = f"{health} answered HTTP {error.code}: is it an MLflow tracking server?"
+        if error.code == 401 and credentials is None:
+            return "it asks for credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        if error.code == 401:
+            return f"it rejected the credentials of user {credentials[0]!r} (MLFLOW_TRACKING_USERNAME/PASSWORD)"
+        if error.code == 403:
+            return f"user {credentials[0] if credentials else '(none)'!r} may not read its experiments (HTTP 403)"
+        return f"{url} answered HTTP {error.code}: is it an MLflow tracking server?"
     except (urllib.error.URLError, OSError) as error:  # refused, unknown host, timed out
-        problem = f"no answer from {health}: {getattr(error, 'reason', error)}"
-    raise TrackingServerDown(
-        f"MLflow tracking server {uri} is not reachable ({problem}); start it, or give another "
-        "--tracking-uri (or $MLFLOW_TRACKING_URI)"
-    )
+        return (
+            f"not reachable (no answer from {url}: {getattr(error, 'reason', error)}); start it, or give "
+            "another --tracking-uri (or $MLFLOW_TRACKING_URI)"
+        )
 
 
 def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
@@ -112,7 +139,8 @@ def start_parent_run(uri: str, experiment_id: str, space: SearchSpace, space_fil
 
 
 class MlflowTrials(Callback):
-    """Tune callback (driver side): one MLflow run per trial with params, row tags, per-epoch metrics and fate."""
+    """Tune callback (driver side): a run per configuration and, nested in it, a run per trial (restart) with
+    params, row tags, per-epoch metrics, the nodes it ran on, its attempts and its fate."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, space: SearchSpace, studies: Studies):
         self.uri = uri
@@ -121,11 +149,17 @@ class MlflowTrials(Callback):
         self.space = space
         self.studies = studies
         self._runs: dict[str, str] = {}  # trial key -> run id
+        self._configurations: dict[str, str] = {}  # config id -> run id
         self._last_step: dict[str, int] = {}  # run id -> last epoch logged
+        self._nodes: dict[str, list[str]] = {}  # run id -> Ray node ids it ran on, in order
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_runs": {}, "_last_step": {}}
+        caches = {"_runs": {}, "_configurations": {}, "_last_step": {}, "_nodes": {}}
+        return {**self.__dict__, "_client": None, **caches}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_configurations": {}, "_nodes": {}, **state})  # a snapshot from before these existed
 
     @property
     def client(self) -> MlflowClient:
@@ -137,50 +171,81 @@ class MlflowTrials(Callback):
         meta = trial.config["sweep"]
         key = meta["key"]
         if key not in self._runs:
-            found = find_trial_run(self.client, self.experiment_id, self.parent_run_id, key)
+            found = find_run(self.client, self.experiment_id, self.parent_run_id, "trial_key", key)
             if found is not None:
-                history = self.client.get_metric_history(found, self.space.metric.name)
-                self._last_step[found] = max((m.step for m in history), default=0)
+                history = self.client.get_metric_history(found.info.run_id, self.space.metric.name)
+                self._last_step[found.info.run_id] = max((m.step for m in history), default=0)
+                self._nodes[found.info.run_id] = [n for n in found.data.tags.get("nodes", "").split(",") if n]
+                run_id = found.info.run_id
             else:
-                found = self._create_run(trial)
-                self._last_step[found] = 0
-            self._log_params(found, trial)
-            self._runs[key] = found
+                run_id = self._create_run(trial)
+                self._last_step[run_id] = 0
+                self._nodes[run_id] = []
+            self._log_params(run_id, trial_flat_config(trial.config))
+            self._runs[key] = run_id
         return self._runs[key]
 
-    def _create_run(self, trial) -> str:
+    def configuration_run_id(self, trial) -> str:
+        meta = trial.config["sweep"]
+        cid = meta["config_id"]
+        if cid not in self._configurations:
+            found = find_run(self.client, self.experiment_id, self.parent_run_id, "config_id", cid, CONFIGURATION)
+            run_id = found.info.run_id if found is not None else self._create_configuration_run(trial)
+            flat = trial_flat_config(trial.config)
+            self._log_params(run_id, {k: v for k, v in flat.items() if k != "seed"})  # what its restarts share
+            self._configurations[cid] = run_id
+        return self._configurations[cid]
+
+    def _row_tags(self, trial) -> dict:
         meta = trial.config["sweep"]
         rows = self.space.rows_of(trial_flat_config(trial.config))
-        tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "trial_key": meta["key"],
+        return {
+            SWEEP_TAG: self.parent_run_id,
             "config_id": meta["config_id"],
             "group": meta["group"],
-            "restart": str(meta["restart"]),
-            "seed": str(trial.config["trainer"]["seed"]),
             "rows": ",".join(rows),
             **{f"row.{row}": "true" for row in rows},
             **{f"table{self.space.rows[row].table}_row": row for row in rows},
             "state": "RUNNING",
+        }
+
+    def _create_configuration_run(self, trial) -> str:
+        tags = {**self._row_tags(trial), "mlflow.parentRunId": self.parent_run_id, KIND_TAG: CONFIGURATION}
+        cid = trial.config["sweep"]["config_id"]
+        return self.client.create_run(self.experiment_id, run_name=cid, tags=tags).info.run_id
+
+    def _create_run(self, trial) -> str:
+        meta = trial.config["sweep"]
+        tags = {
+            **self._row_tags(trial),
+            "mlflow.parentRunId": self.configuration_run_id(trial),
+            KIND_TAG: RESTART,
+            "trial_key": meta["key"],
+            "restart": str(meta["restart"]),
+            "seed": str(trial.config["trainer"]["seed"]),
             "pruned": "false",
+            "attempts": "0",
         }
         return self.client.create_run(self.experiment_id, run_name=meta["key"], tags=tags).info.run_id
 
-    def _log_params(self, run_id: str, trial) -> None:
-        """The trial's hyper-parameters, those not logged yet (a driver killed right after creating the run)."""
+    def _log_params(self, run_id: str, flat: dict) -> None:
+        """Hyper-parameters not logged yet (a driver killed right after creating the run)."""
         logged = self.client.get_run(run_id).data.params
-        flat = trial_flat_config(trial.config)
         entities = [mlflow.entities.Param(k, str(v)) for k, v in sorted(flat.items()) if k not in logged]
         for start in range(0, len(entities), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=entities[start : start + 100])
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Tune starts a trial once, and again after each failure it retries and each driver resume."""
         run_id = self.run_id(trial)
+        attempts = int(self.client.get_run(run_id).data.tags.get("attempts", "0")) + 1
         self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, "state", "RUNNING")
+        for name, value in {"state": "RUNNING", "attempts": str(attempts)}.items():
+            self.client.set_tag(run_id, name, value)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_id(trial)
+        self._note_node(run_id, result.get(NODE_KEY))
         epoch = int(result.get("epoch", 0))
         if epoch <= self._last_step.get(run_id, 0):
             return  # logged before an interruption; the resumed trial repeats it from an older checkpoint
@@ -190,6 +255,12 @@ class MlflowTrials(Callback):
         ]
         self.client.log_batch(run_id, metrics=metrics)
         self._last_step[run_id] = epoch
+
+    def _note_node(self, run_id: str, node: str | None) -> None:
+        nodes = self._nodes.setdefault(run_id, [])
+        if node and (not nodes or nodes[-1] != node):
+            nodes.append(node)
+            self.client.set_tag(run_id, "nodes", ",".join(nodes))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
@@ -210,12 +281,62 @@ class MlflowTrials(Callback):
         if best is not None and self.client.get_run(run_id).data.metrics.get(name) != float(best):
             self.client.log_metric(run_id, name, float(best))
         self.client.set_terminated(run_id, "FINISHED")
+        self.settle(self.configuration_run_id(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, "state", "FAILED")
         self.client.set_tag(run_id, "error_file", os.path.join(trial.path, "error.txt"))
         self.client.set_terminated(run_id, "FAILED")
+        self.settle(self.configuration_run_id(trial))
+
+    def on_experiment_end(self, trials, **info):
+        """Configurations whose last restart ended in an earlier session (killed before it settled them)."""
+        for run in sweep_runs(self.client, self.experiment_id, self.parent_run_id, CONFIGURATION):
+            if run.info.status != "FINISHED":
+                self.settle(run.info.run_id)
+
+    def settle(self, configuration_run_id: str) -> None:
+        """Once every restart the configuration will have has ended (only its scout, if the scout was pruned
+        or failed), logs their per-epoch dev metrics as mean ± std and closes the configuration's run. Logged
+        once: a resumed sweep that settles it again finds the metrics there."""
+        restarts = child_runs(self.client, self.experiment_id, configuration_run_id)
+        states = {run.data.tags.get("restart"): run.data.tags.get("state") for run in restarts}
+        scout = states.get("0")
+        if scout not in ENDED:
+            return
+        expected = 1 if scout in ("PRUNED", "FAILED") else self.space.restarts
+        if sum(state in ENDED for state in states.values()) < expected:
+            return
+        trained = [run for run in restarts if run.data.tags.get("state") in ("COMPLETE", "PRUNED")]
+        if f"{self.space.metric.name}_mean" not in self.client.get_run(configuration_run_id).data.metrics:
+            self.client.log_batch(configuration_run_id, metrics=self._restart_statistics(trained))
+        self.client.set_tag(configuration_run_id, "state", scout)
+        self.client.set_tag(configuration_run_id, "restarts", str(len(trained)))
+        self.client.set_terminated(configuration_run_id, "FAILED" if scout == "FAILED" else "FINISHED")
+
+    def _restart_statistics(self, restarts: list) -> list:
+        timestamp = int(time.time() * 1000)
+        names = sorted({name for run in restarts for name in run.data.metrics if name.startswith("dev_")})
+        metrics = []
+        for name in names:
+            by_epoch: dict[int, list[float]] = {}
+            for run in restarts:
+                for point in self.client.get_metric_history(run.info.run_id, name):
+                    by_epoch.setdefault(point.step, []).append(point.value)
+            for epoch, values in sorted(by_epoch.items()):
+                metrics += [mlflow.entities.Metric(f"{name}_mean", statistics.fmean(values), timestamp, epoch)]
+                if len(values) > 1:
+                    metrics += [mlflow.entities.Metric(f"{name}_std", statistics.stdev(values), timestamp, epoch)]
+                if name == self.space.metric.name:
+                    metrics += [mlflow.entities.Metric("restarts_at_epoch", len(values), timestamp, epoch)]
+        best_name = f"best_{self.space.metric.name}"
+        best = [run.data.metrics[best_name] for run in restarts if best_name in run.data.metrics]
+        if best:  # what selection ranks configurations by
+            metrics += [mlflow.entities.Metric(f"{best_name}_mean", statistics.fmean(best), timestamp, 0)]
+            if len(best) > 1:
+                metrics += [mlflow.entities.Metric(f"{best_name}_std", statistics.stdev(best), timestamp, 0)]
+        return metrics
 
 
 def trial_metric_names(result: dict) -> list[str]:
@@ -231,13 +352,29 @@ def trial_flat_config(config: dict) -> dict:
     return validated_flat_config(config["trainer"], source=f"trial {config['sweep']['key']}")
 
 
-def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str) -> str | None:
+def find_run(client: MlflowClient, experiment_id: str, sweep_run_id: str, tag: str, value: str, kind=RESTART):
+    """The sweep's run whose `tag` is `value` (a trial key, a config id), or None."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.trial_key = '{key}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        filter_string=f"tags.{tag} = '{value}' and tags.{SWEEP_TAG} = '{sweep_run_id}' and tags.{KIND_TAG} = '{kind}'",
         max_results=2,
     )
-    return runs[0].info.run_id if runs else None
+    return runs[0] if runs else None
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str, kind: str = RESTART) -> list:
+    """Every restart (trial) run of a sweep, or every configuration run with kind=CONFIGURATION."""
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{SWEEP_TAG} = '{sweep_run_id}' and tags.{KIND_TAG} = '{kind}'",
+        max_results=50000,
+    )
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
+    )
 
 
 def set_run_status(uri: str, run_id: str, status: str) -> None:
@@ -265,9 +402,10 @@ def log_selection(state: dict, choices: dict, scores: dict | None, rows: list[di
     client = MlflowClient(state["tracking_uri"])
     parent = state["parent_run_id"]
     for key, result in (scores or {}).items():
-        run_id = find_trial_run(client, state["experiment_id"], parent, key)
-        if run_id is None:
+        run = find_run(client, state["experiment_id"], parent, "trial_key", key)
+        if run is None:
             continue
+        run_id = run.info.run_id
         chosen_for = [row for row, choice in choices.items() if choice.outcome and choice.outcome.key == key]
         client.set_tag(run_id, "chosen_for", ",".join(chosen_for))
         name = f"test_{result['metric']}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pyarrow.fs
+import ray
 import torch
 from ray import tune
 from ray.tune.trainable import wrap_function
@@ -31,6 +32,7 @@ from trainer import checkpoint, parse_config, train
 
 RUN_DIR = "run_{trial_id}"  # in the worker's working directory; per trial, since workers are reused
 REPLAYED = "replayed"  # in every reported record: True where it was trained before this session (resume)
+NODE_KEY = "node_id"  # in every reported record: the Ray node that reported it (loopback nodes share an IP)
 LOG_FILE = "train.log"  # the trainer's lines, kept with the checkpoint instead of flooding the sweep's console
 
 
@@ -115,10 +117,12 @@ def unreported(newest: Stored | None, known: int, epochs: int) -> list[dict]:
 
 
 def _train(trainer_config, run_dir: Path, records: list[dict]) -> None:
+    node = ray.get_runtime_context().get_node_id()
+
     def report(record: dict, directory: Path | None, replayed: bool = False) -> bool:
         # Every epoch: the record for the pruner and the tracker, the run directory as the checkpoint.
         checkpoint = tune.Checkpoint.from_directory(str(directory)) if directory else None
-        tune.report({**record, REPLAYED: replayed}, checkpoint=checkpoint)
+        tune.report({**record, REPLAYED: replayed, NODE_KEY: node}, checkpoint=checkpoint)
         return False  # stopping is Tune's job (the scheduler answers STOP)
 
     for index, record in enumerate(records):

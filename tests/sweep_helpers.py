@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import sweep
+from orchestrator import sweep, tracking
 from trainer import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,12 +91,15 @@ def summary(out_dir: Path) -> dict:
 
 
 def trial_runs(out_dir: Path) -> list:
-    """The MLflow runs of the sweep's trials (children of its parent run)."""
+    """The MLflow runs of the sweep's trials (its restarts, nested in their configurations' runs)."""
+    state = sweep_state(out_dir)
+    return tracking.sweep_runs(MlflowClient(state["tracking_uri"]), state["experiment_id"], state["parent_run_id"])
+
+
+def configuration_runs(out_dir: Path) -> list:
     state = sweep_state(out_dir)
     client = MlflowClient(state["tracking_uri"])
-    return client.search_runs(
-        [state["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{state['parent_run_id']}'"
-    )
+    return tracking.sweep_runs(client, state["experiment_id"], state["parent_run_id"], tracking.CONFIGURATION)
 
 
 def client(out_dir: Path) -> MlflowClient:

@@ -154,7 +154,7 @@ def test_tracking_server_that_is_down_is_refused_in_seconds_naming_the_uri(dry_r
 def test_tracking_server_from_the_environment_is_checked_too(tmp_path, monkeypatch):
     uri = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    refused([SMOKE], tmp_path / "out", f"MLflow tracking server {uri} is not reachable")
+    refused([SMOKE], tmp_path / "out", f"MLflow tracking server {uri}: not reachable")
 
 
 def test_http_server_that_is_not_mlflow_is_refused(tmp_path):

@@ -8,7 +8,16 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import yaml
-from sweep_helpers import dev_history, run_main, start_ray, summary, trial_runs, write_slices
+from sweep_helpers import (
+    client,
+    configuration_runs,
+    dev_history,
+    run_main,
+    start_ray,
+    summary,
+    trial_runs,
+    write_slices,
+)
 
 from orchestrator.studies import storage_url
 
@@ -78,6 +87,15 @@ def test_pruned_trial_shows_as_pruned_in_mlflow_with_its_epoch(sweep):
     assert run.info.status == "FINISHED"
     good = sweep.runs["lr-000-r0"]
     assert (good.data.tags["state"], good.data.tags["pruned"]) == ("COMPLETE", "false")
+
+
+def test_a_pruned_configuration_run_ends_pruned_with_its_scouts_curve_alone(sweep):
+    configuration = {run.data.tags["config_id"]: run for run in configuration_runs(sweep.out)}["lr-001"]
+    assert (configuration.data.tags["state"], configuration.data.tags["restarts"]) == ("PRUNED", "1")
+    scout = [point.value for point in dev_history(sweep.out, sweep.runs["lr-001-r0"])]
+    history = client(sweep.out).get_metric_history(configuration.info.run_id, "dev_score_mean")
+    assert [point.value for point in history] == pytest.approx(scout)
+    assert "dev_score_std" not in configuration.data.metrics
 
 
 def test_pruned_trial_is_pruned_in_the_optuna_study(sweep):

@@ -17,6 +17,7 @@ import pytest
 from sweep_helpers import (
     SMOKE,
     client,
+    configuration_runs,
     data_overrides,
     dev_history,
     run_main,
@@ -49,7 +50,7 @@ def sweep(ray_instance, conll2003_en, tmp_path_factory):
     argv = [SMOKE, "--out", out, *overrides]
     dev_only = run_main([*argv, "--no-test"])
     dev_only_summary = summary(out) if dev_only.code == 0 else None
-    runs_after_dev_only = {run.info.run_id for run in trial_runs(out)}
+    runs_after_dev_only = {run.info.run_id for run in trial_runs(out) + configuration_runs(out)}
     write_slices(conll2003_en, root / "data")
     with_test = run_main(argv)
     return SimpleNamespace(
@@ -129,6 +130,51 @@ def test_trial_runs_hold_hyperparameters_row_tags_and_epoch_metrics(sweep):
         assert soft or history(run.info.run_id, "alpha") == []
 
 
+def test_restart_runs_nest_in_one_run_per_configuration_under_the_sweep_run(sweep):
+    parent = sweep_state(sweep.out)["parent_run_id"]
+    configurations = {run.data.tags["config_id"]: run for run in configuration_runs(sweep.out)}
+    assert len(configurations) == len(configuration_runs(sweep.out))
+    assert all(run.data.tags["mlflow.parentRunId"] == parent for run in configurations.values())
+    for run in trial_runs(sweep.out):
+        assert run.data.tags["mlflow.parentRunId"] == configurations[run.data.tags["config_id"]].info.run_id
+
+
+def test_a_configuration_run_holds_its_restarts_parameters_without_the_seed(sweep):
+    configurations = {run.data.tags["config_id"]: run for run in configuration_runs(sweep.out)}
+    for run in trial_runs(sweep.out):
+        shared = {name: value for name, value in run.data.params.items() if name != "seed"}
+        assert configurations[run.data.tags["config_id"]].data.params == shared
+
+
+def test_a_configuration_run_holds_the_mean_and_std_of_its_restarts_dev_scores_per_epoch(sweep):
+    history = client(sweep.out).get_metric_history
+    restarts: dict[str, list] = {}
+    for run in trial_runs(sweep.out):
+        restarts.setdefault(run.data.tags["config_id"], []).append(run)
+    for configuration in configuration_runs(sweep.out):
+        members = restarts[configuration.data.tags["config_id"]]
+        by_epoch: dict[int, list[float]] = {}
+        for run in members:
+            for point in history(run.info.run_id, "dev_score"):
+                by_epoch.setdefault(point.step, []).append(point.value)
+        means = {m.step: m.value for m in history(configuration.info.run_id, "dev_score_mean")}
+        stds = {m.step: m.value for m in history(configuration.info.run_id, "dev_score_std")}
+        assert len(history(configuration.info.run_id, "dev_score_mean")) == len(by_epoch)  # once per epoch
+        assert means == pytest.approx({epoch: statistics.fmean(v) for epoch, v in by_epoch.items()})
+        assert stds == pytest.approx({epoch: statistics.stdev(v) for epoch, v in by_epoch.items() if len(v) > 1})
+        assert configuration.data.tags["restarts"] == str(len(members))
+        assert configuration.info.status == "FINISHED"
+
+
+def test_each_trial_run_names_the_node_it_ran_on_and_one_attempt(sweep):
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    for run in trial_runs(sweep.out):
+        assert run.data.tags["nodes"] == node
+        assert run.data.tags["attempts"] == "1"
+
+
 def test_chosen_restart_of_each_row_has_the_best_dev_score(sweep):
     """Recomputed from the MLflow store alone: per row, best configuration by mean dev, then its best restart."""
     runs = trial_runs(sweep.out)
@@ -148,7 +194,8 @@ def test_chosen_restart_of_each_row_has_the_best_dev_score(sweep):
 def test_rerun_of_a_finished_sweep_trains_nothing_and_duplicates_no_run(sweep):
     assert sweep.with_test.code == 0, sweep.with_test.stderr
     assert sweep.with_test.trial_lines() == []
-    assert {run.info.run_id for run in trial_runs(sweep.out)} == sweep.runs_after_dev_only
+    runs = trial_runs(sweep.out) + configuration_runs(sweep.out)
+    assert {run.info.run_id for run in runs} == sweep.runs_after_dev_only
 
 
 def test_only_the_chosen_checkpoints_are_scored_on_test(sweep):
