@@ -49,8 +49,8 @@ their newest checkpoint in the storage, and no MLflow run is duplicated. The out
 holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db and the
 Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
 Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options, an
---out holding another sweep or a tracking server that does not answer (all checked before anything is
-written, --dry-run included), 130 interrupted.
+--out holding another sweep, or a tracking server or --address cluster that does not answer (all checked
+before anything is written, --dry-run included), 130 interrupted.
 """
 
 
@@ -207,6 +207,8 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
             "--address ray://... (Ray Client) is not supported; run the sweep on a cluster node, e.g. "
             "ray job submit ... -- python -m orchestrator.sweep SPACE.yaml --address auto (deploy/README.md)"
         )
+    if args.address:
+        check_ray_address(args.address)
     tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri, out_dir)
     storage = args.storage or str(out_dir)
     state = load_state(out_dir)
@@ -405,6 +407,35 @@ def connect_ray(address: str | None) -> bool:
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
     return True
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Raises SweepSetupError unless a Ray cluster answers at `address` within `timeout` seconds: ray.init retries
+    an address where nothing listens for minutes, logging every few seconds (issue 8), and by then the output
+    directory, the studies and the MLflow runs exist. The address is resolved as ray.init resolves it ('auto'
+    from $RAY_ADDRESS or the last `ray start`; 127.0.0.1 becomes this machine's address)."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except ValueError as error:
+        raise SweepSetupError(f"--address {address}: {error}") from None
+    if resolved is None:
+        raise SweepSetupError(
+            f"--address {address}: no running Ray cluster found on this machine ($RAY_ADDRESS is unset and no "
+            "`ray start` recorded one); give the head node's HOST:PORT, or start the cluster first"
+        )
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        via = f" (Ray resolves it to {resolved})" if resolved != address else ""
+        raise SweepSetupError(
+            f"no Ray cluster answers at --address {address}{via}: {error}; start the cluster (ray start --head), "
+            "or give the address of its head node's GCS (HOST:6379 by default)"
+        ) from None
 
 
 def fitting_trials(space: SearchSpace) -> int:
