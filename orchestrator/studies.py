@@ -1,4 +1,5 @@
-"""Optuna's side of the sweep: one study per group, in one storage in the sweep's output directory.
+"""Optuna's side of the sweep: one study per group, in SQLite in the sweep's output directory or in a database
+that a team shares (--optuna-storage), where optuna-dashboard can watch a running sweep.
 
 An Optuna trial here is a *configuration*, not a restart. Its intermediate values
 are the per-epoch dev scores of the configuration's first restart (its scout),
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from orchestrator.space import FloatRange, IntRange, SearchSpace
@@ -27,6 +29,66 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes
 
 def storage_url(out_dir: Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / STORAGE_FILE}"
+
+
+class StorageError(ValueError):
+    """An --optuna-storage the sweep refuses or cannot open; the message never holds a password."""
+
+
+def resolve_storage(flag: str | None, out_dir: Path) -> str:
+    """The storage's URL: --optuna-storage, else SQLite in the output directory. A URL with a password in it is
+    refused rather than masked: the URL is written into sweep.json and printed, and a resumed sweep must be
+    given the same one. The database's driver (libpq for PostgreSQL) reads the password from its usual places,
+    PGPASSWORD or ~/.pgpass."""
+    if flag is None:
+        return storage_url(out_dir)
+    try:
+        url = sqlalchemy.engine.make_url(flag)
+    except sqlalchemy.exc.ArgumentError:  # its message does not repeat the URL
+        raise StorageError("--optuna-storage: not a database URL (e.g. postgresql://USER@HOST:5432/DATABASE)") from None
+    if url.password is not None or "password" in url.query:
+        raise StorageError(
+            f"--optuna-storage {url.render_as_string(hide_password=True)}: the URL holds a password, which would be "
+            "written into sweep.json and printed; give the URL without it and the password through PGPASSWORD or "
+            "~/.pgpass (deploy/README.md)"
+        )
+    return flag
+
+
+def check_storage(url: str, timeout: int = 5) -> None:
+    """Raises StorageError unless the database at `url` takes a connection within `timeout` seconds, so that a
+    wrong host, password or missing driver refuses the sweep before anything is written. The sweep's own SQLite
+    file is created on first use."""
+    if url.startswith("sqlite:"):
+        return
+    parsed = sqlalchemy.engine.make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    options = {"connect_timeout": timeout} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=options, poolclass=sqlalchemy.pool.NullPool)
+    except ImportError as error:
+        raise StorageError(
+            f"--optuna-storage {shown}: its database driver is not installed ({error}); "
+            "pip install 'dss-sweep[team]' installs PostgreSQL's (psycopg)"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise StorageError(
+            f"--optuna-storage {shown}: cannot connect ({reason}); PostgreSQL takes the password from PGPASSWORD "
+            "or ~/.pgpass"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def study_prefix(url: str, out_dir: Path, space_name: str, sweep_run_id: str) -> str:
+    """What the groups' study names start with: nothing in the sweep's own SQLite file; SPACE/RUN-ID/ (the
+    sweep's MLflow run) in a storage that sweeps share, so that theirs neither collide nor mix, and the
+    dashboard lists each sweep's studies together."""
+    return "" if url == storage_url(out_dir) else f"{space_name}/{sweep_run_id}/"
 
 
 def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
@@ -62,9 +124,10 @@ def build_sampler(space: SearchSpace, group: str, number: int) -> optuna.sampler
 class Studies:
     """Opens the groups' studies lazily; holds no state that is not in the storage, so it pickles to its URL."""
 
-    def __init__(self, url: str, space: SearchSpace):
+    def __init__(self, url: str, space: SearchSpace, prefix: str = ""):
         self.url = url
         self.space = space
+        self.prefix = prefix  # see study_prefix
         self.direction = "maximize" if space.metric.mode == "max" else "minimize"
         self._storage: optuna.storages.BaseStorage | None = None
 
@@ -74,17 +137,24 @@ class Studies:
     @property
     def storage(self) -> optuna.storages.BaseStorage:
         if self._storage is None:
-            self._storage = optuna.storages.RDBStorage(self.url)
+            # A database server may drop idle connections during a long epoch: test each one before use.
+            options = {} if self.url.startswith("sqlite:") else {"pool_pre_ping": True}
+            self._storage = optuna.storages.RDBStorage(self.url, engine_kwargs=options)
         return self._storage
+
+    def name(self, group: str) -> str:
+        return self.prefix + group
 
     def create_all(self) -> None:
         """Creates the storage and every study up front, in the driver (SQLite schema creation races otherwise)."""
         for group in self.space.groups:
-            optuna.create_study(study_name=group, storage=self.storage, direction=self.direction, load_if_exists=True)
+            optuna.create_study(
+                study_name=self.name(group), storage=self.storage, direction=self.direction, load_if_exists=True
+            )
 
     def study(self, group: str, number: int = 0) -> optuna.Study:
         return optuna.load_study(
-            study_name=group,
+            study_name=self.name(group),
             storage=self.storage,
             sampler=build_sampler(self.space, group, number),
             pruner=build_pruner(self.space),
@@ -106,7 +176,7 @@ class Studies:
         return trial.number, params
 
     def trial_id(self, group: str, number: int) -> int:
-        study_id = self.storage.get_study_id_from_name(group)
+        study_id = self.storage.get_study_id_from_name(self.name(group))
         return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
     def frozen(self, group: str, number: int) -> optuna.trial.FrozenTrial:

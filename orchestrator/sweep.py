@@ -46,8 +46,9 @@ examples:
 Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once stops it
 cleanly; a killed driver resumes too): finished trials are not run again, trials in flight go on from
 their newest checkpoint in the storage, and no MLflow run is duplicated. The output directory
-holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db and the
-Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
+holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db (unless
+--optuna-storage) and the Ray Tune experiment (ray/, one directory per trial with its last checkpoint:
+best.pt, last.pt).
 Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options, an
 --out holding another sweep, or a tracking server or --address cluster that does not answer (all checked
 before anything is written, --dry-run included), 130 interrupted.
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)",
+    )
+    parser.add_argument(
+        "--optuna-storage",
+        default=None,
+        metavar="URL",
+        help="database for the groups' Optuna studies, e.g. postgresql://USER@HOST:5432/optuna, shared by a team "
+        "and watched live with optuna-dashboard URL (default: sqlite:///OUT/optuna.db); a URL holding a password is "
+        "refused: PostgreSQL's comes from PGPASSWORD or ~/.pgpass",
     )
     parser.add_argument(
         "--max-concurrent",
@@ -196,9 +205,10 @@ def plan_text(space: SearchSpace, path: Path) -> str:
 
 def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tuple[dict, bool]:
     """Everything besides the space that can refuse the command, checked before anything is written or started
-    (--dry-run included): the Ray address, the sweep already in `out_dir`, the tracking server. Returns the
-    sweep's state (the interrupted sweep's, or a new one without MLflow ids yet) and whether it resumes."""
-    from orchestrator import tracking
+    (--dry-run included): the Ray address, the sweep already in `out_dir`, the tracking server, the Optuna
+    storage. Returns the sweep's state (the interrupted sweep's, or a new one without MLflow ids yet) and whether
+    it resumes."""
+    from orchestrator import studies, tracking
 
     if args.address and args.address.startswith("ray://"):
         # Under Ray Client, Tune runs its loop (searcher, pruner, tracker) on the head node, away from the
@@ -214,20 +224,26 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
     state = load_state(out_dir)
     if state is None and args.resume:
         raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
-    if state is not None:
-        check_same_sweep(state, space, tracking_uri, storage, out_dir)
     try:
+        optuna_storage = studies.resolve_storage(args.optuna_storage, out_dir)
+        if state is not None:
+            state.setdefault("optuna_storage", studies.storage_url(out_dir))  # recorded since --optuna-storage
+            check_same_sweep(state, space, tracking_uri, storage, optuna_storage, out_dir)
         tracking.check_server(tracking_uri)
-    except tracking.TrackingServerError as error:
+        studies.check_storage(optuna_storage)
+    except (tracking.TrackingServerError, studies.StorageError) as error:
         raise SweepSetupError(str(error)) from None
     if state is not None:
         return state, True
     new = {"space_file": str(args.space), "fingerprint": space.fingerprint(), "tracking_uri": tracking_uri}
-    return {**new, "storage": storage}, False
+    return {**new, "storage": storage, "optuna_storage": optuna_storage}, False
 
 
-def check_same_sweep(state: dict, space: SearchSpace, tracking_uri: str, storage: str, out_dir: Path) -> None:
-    """A rerun continues the sweep in `out_dir` only with the same space, tracking store and trial storage."""
+def check_same_sweep(
+    state: dict, space: SearchSpace, tracking_uri: str, storage: str, optuna_storage: str, out_dir: Path
+) -> None:
+    """A rerun continues the sweep in `out_dir` only with the same space, tracking store, trial storage and
+    Optuna storage."""
     if state["fingerprint"] != space.fingerprint():
         changes = "\n".join(f"  {line}" for line in space_changes(state["fingerprint"], space.fingerprint()))
         raise SweepSetupError(
@@ -245,6 +261,12 @@ def check_same_sweep(state: dict, space: SearchSpace, tracking_uri: str, storage
         raise SweepSetupError(
             f"{out_dir} keeps its trials in {state['storage']}, not {storage}: rerun with --storage "
             f"{state['storage']}, or use a new --out"
+        )
+    if state["optuna_storage"] != optuna_storage:
+        again = "" if state["optuna_storage"].startswith("sqlite:") else f"--optuna-storage {state['optuna_storage']}"
+        raise SweepSetupError(
+            f"{out_dir} keeps its Optuna studies in {state['optuna_storage']}, not {optuna_storage}: rerun with "
+            f"{again or 'no --optuna-storage'}, or use a new --out"
         )
 
 
@@ -339,7 +361,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     from orchestrator.progress import TrialLines, sweep_efficiency
     from orchestrator.pruning import OptunaPruningScheduler
     from orchestrator.searcher import RestartSearcher
-    from orchestrator.studies import Studies, storage_url
+    from orchestrator.studies import Studies, study_prefix
     from orchestrator.tracking import MlflowTrials
     from orchestrator.trainable import SweepTrial, trial_dirname, trial_name
 
@@ -347,8 +369,11 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     # every trial checkpoint (num_to_keep=1) is what keeps a resumed sweep consistent, so do not warn about it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    studies = Studies(storage_url(out_dir), space)
+    url = state["optuna_storage"]
+    studies = Studies(url, space, study_prefix(url, out_dir, space.name, state["parent_run_id"]))
     studies.create_all()
+    if studies.prefix:
+        print(f"Optuna studies {studies.prefix}*: optuna-dashboard {url}", flush=True)
     owns_ray = connect_ray(args.address)
     try:
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
