@@ -1,4 +1,5 @@
-"""The report's figures (PNG): dev curves per row, the ε and α schedules, the paired differences to CE.
+"""The report's figures (PNG): dev curves per row, the ε and α schedules, the paired differences to CE and,
+where the trials logged them, the credit-assignment diagnostics.
 
 The curves come from the sweep's MLflow runs, the same numbers the MLflow UI shows; the differences from
 the report (orchestrator/report.py).
@@ -16,6 +17,8 @@ matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+DIAGNOSTICS = ("credit_norm", "gradient_variance")
+
 
 @dataclass
 class Curve:
@@ -27,6 +30,8 @@ class Curve:
     dev: list[tuple[int, float]]
     gold_probability: list[tuple[int, float]]
     alpha: list[tuple[int, float]]
+    credit_norm: list[tuple[int, float]]  # the opt-in diagnostics (trainer/diagnostics.py); empty when off
+    gradient_variance: list[tuple[int, float]]
 
 
 def read_curves(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Curve]:
@@ -48,6 +53,7 @@ def read_curves(tracking_uri: str, experiment_id: str, parent_run_id: str) -> li
             dev=history(run, "dev_score"),
             gold_probability=history(run, "gold_probability"),
             alpha=history(run, "alpha"),
+            **{name: history(run, name) if name in run.data.metrics else [] for name in DIAGNOSTICS},
         )
         for run in runs
     ]
@@ -120,6 +126,28 @@ def differences(report: dict, path: Path) -> Path:
     percent = f"{100 * report['level']:g}%"
     axis.set_xlabel(f"test {report['metric']} − CE's, paired bootstrap {percent} interval")
     axis.grid(axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
+def diagnostics(report: dict, curves: list[Curve], path: Path) -> Path:
+    """The credit-assignment diagnostics per epoch of each row's chosen trial (rows that logged them)."""
+    by_key = {curve.key: curve for curve in curves}
+    figure, (credit_axis, variance_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in report["rows"]:
+        curve = by_key.get(row["chosen"])
+        if curve is None:
+            continue
+        label = f"{row['table']}: {row['label']}"
+        for axis, points in ((credit_axis, curve.credit_norm), (variance_axis, curve.gradient_variance)):
+            if points:
+                axis.plot(*zip(*points, strict=True), marker=".", label=label)
+    credit_axis.set(title="credit_norm: gradient later steps send to earlier scores", xlabel="epoch")
+    variance_axis.set(title="gradient_variance over noise draws", xlabel="epoch")
+    for axis in (credit_axis, variance_axis):
+        axis.set_yscale("symlog", linthresh=1e-6)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    credit_axis.legend(fontsize=7)
     return _save(figure, path)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator import plots
 from orchestrator.selection import SUMMARY_STEM, TEST_RECORD
 from orchestrator.significance import Resamples, interval, paired_comparison
 
@@ -56,6 +57,7 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
         (row["chosen"] for row in summary["rows"] if procedure.get(row["chosen"]) == BASELINE_PROCEDURE), None
     )
     draws = Resamples.draw(len(next(iter(per_sentence.values()))), resamples, seed)
+    curves = {curve.key: curve for curve in _curves(out_dir)}
     rows = []
     for row in summary["rows"]:
         key = row["chosen"]
@@ -63,6 +65,7 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
             name: row[name] for name in ("table", "row", "label", "chosen", "setting", "restarts", "planned_restarts")
         }
         entry.update(_dev_spread(summary["trials"], key))
+        entry["diagnostics"] = _last_diagnostics(curves.get(key))
         if key is not None:
             test = interval(per_sentence[key], score, draws, level)
             entry["test"] = {"score": test.estimate, "low": test.low, "high": test.high}
@@ -96,6 +99,18 @@ def _test_statistics(checkpoint_dir: str) -> dict:
         best = Path(directory) / "best.pt"
         statistics = sentence_statistics(best, split="test", log=lambda _: None)["statistics"]
         return {"statistics": statistics, "procedure": checkpoint.load(best)["config"]["procedure"]["name"]}
+
+
+def _curves(out_dir: Path) -> list:
+    state = _sweep_state(out_dir)
+    return plots.read_curves(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+
+
+def _last_diagnostics(curve) -> dict:
+    """The chosen trial's credit-assignment diagnostics at its last epoch, if it logged them (opt-in)."""
+    if curve is None:
+        return {}
+    return {name: getattr(curve, name)[-1][1] for name in plots.DIAGNOSTICS if getattr(curve, name)}
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -146,7 +161,25 @@ def markdown(report: dict) -> str:
                 )  # fmt: skip
                 + " |"
             )
+    measured = [row for row in report["rows"] if row.get("diagnostics")]
+    if measured:
+        lines += [
+            "",
+            "Credit assignment (opt-in diagnostics of the chosen restart, last epoch): credit_norm is the gradient "
+            "that later steps send back to earlier steps' scores (0 for the hard procedures); gradient_variance "
+            "is the parameter gradient's variance over noise draws (0 for the deterministic ones).",
+            "",
+            "| table | row | credit_norm | gradient_variance |",
+            "|---|---|---|---|",
+        ]
+        for row in measured:
+            values = [_diagnostic_text(row["diagnostics"].get(name)) for name in plots.DIAGNOSTICS]
+            lines.append(f"| {row['table']} | {row['label']} | {values[0]} | {values[1]} |")
     return "\n".join(lines)
+
+
+def _diagnostic_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _dev_text(row: dict) -> str:
@@ -169,19 +202,19 @@ def _p_text(p_value: float | None) -> str:
 
 def write_report(out_dir: Path, report: dict) -> list[Path]:
     """report.md, report.json and the figures (report/*.png, curves read from the sweep's MLflow runs)."""
-    from orchestrator import plots
-
     paths = [out_dir / "report.md", out_dir / "report.json"]
     paths[0].write_text(markdown(report) + "\n")
     paths[1].write_text(json.dumps(report, indent=2) + "\n")
-    state = _sweep_state(out_dir)
-    curves = plots.read_curves(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+    curves = _curves(out_dir)
     figures = out_dir / REPORT_DIR
-    return paths + [
+    paths += [
         plots.dev_curves(report, curves, figures / "dev_curves.png"),
         plots.schedules(report, curves, figures / "schedules.png"),
         plots.differences(report, figures / "differences.png"),
     ]
+    if any(row.get("diagnostics") for row in report["rows"]):
+        paths.append(plots.diagnostics(report, curves, figures / "diagnostics.png"))
+    return paths
 
 
 def _sweep_state(out_dir: Path) -> dict:

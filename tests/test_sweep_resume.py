@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import pytest
 from sweep_helpers import (
     SMOKE,
+    client,
+    configuration_runs,
     data_overrides,
     dev_history,
     end,
@@ -100,6 +102,17 @@ def test_no_mlflow_run_is_duplicated(sessions):
     for run in runs:
         steps = [m.step for m in dev_history(sessions.out, run)]
         assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
+        assert run.info.status == "FINISHED"
+
+
+def test_no_configuration_run_is_duplicated_and_each_epoch_mean_is_logged_once(sessions):
+    configurations = configuration_runs(sessions.out)
+    ids = sorted(run.data.tags["config_id"] for run in configurations)
+    assert ids == sorted({t["key"].rsplit("-r", 1)[0] for t in summary(sessions.out)["trials"]})
+    for run in configurations:
+        steps = [m.step for m in client(sessions.out).get_metric_history(run.info.run_id, "dev_score_mean")]
+        assert steps == list(range(1, EPOCHS + 1)) or run.data.tags["state"] == "PRUNED", run.data.tags["config_id"]
+        assert len(steps) == len(set(steps))
         assert run.info.status == "FINISHED"
 
 

@@ -46,7 +46,10 @@ def sweep(ray_instance, conll2003_en, tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     paths = write_slices(conll2003_en, root / "data", with_test=False)
     out = root / "out"
+    diagnostics = {"enabled": "true", "sentences": "16", "draws": "2"}  # small: they run after every epoch
     overrides = data_overrides(paths)
+    for name, value in diagnostics.items():
+        overrides += ["--set", f"base.diagnostics.{name}={value}"]
     argv = [SMOKE, "--out", out, *overrides]
     dev_only = run_main([*argv, "--no-test"])
     dev_only_summary = summary(out) if dev_only.code == 0 else None
@@ -283,3 +286,16 @@ def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(sweep):
     experiment = client(sweep.out).get_experiment(state["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
     assert f"#/experiments/{state['experiment_id']}/runs" in sweep.with_test.stdout
+
+
+def test_the_report_shows_the_chosen_restarts_credit_assignment_diagnostics(sweep):
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    runs = {run.data.tags["trial_key"]: run for run in trial_runs(sweep.out)}
+    for row in analysis["rows"]:
+        chosen = runs[row["chosen"]]
+        assert row["diagnostics"]["credit_norm"] == pytest.approx(chosen.data.metrics["credit_norm"])
+        hard = chosen.data.params["procedure.name"] == "ce"
+        assert (row["diagnostics"]["credit_norm"] == 0) == hard  # soft argmax passes credit back; CE feeds gold
+    assert "Credit assignment" in (sweep.out / "report.md").read_text()
+    parent = sweep_state(sweep.out)["parent_run_id"]
+    assert "report/diagnostics.png" in {a.path for a in client(sweep.out).list_artifacts(parent, "report")}
