@@ -30,11 +30,15 @@ DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Ray's defaults take about 30 s to declare a silent node dead; a dead node's trials wait that long to retry.
 FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
 OBJECT_STORE_BYTES = 80 * 2**20  # per node; Ray's default is 30% of RAM per raylet, and trials pass no objects
+TRIAL_ACTOR = "Trainable"  # in the process title of a trial's actor (tune.with_resources' ResourceTrainable)
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 
 EPILOG = """\
-example (about 10 minutes on 2 cores):
-  python -m orchestrator.chaos --out /tmp/chaos --every 40 --kills 6 --epochs 8 --restarts 3
+examples:
+  python -m orchestrator.chaos --out /tmp/chaos --every 20 --kills 3 --epochs 5 --train-sentences 500  # ~3 min
+  python -m orchestrator.chaos --out /tmp/chaos_long --every 45 --kills 12 --epochs 8 --restarts 3 \\
+    --train-sentences 1000 --set "groups.soft_greedy_annealed.axes={procedure.k: [1, 3, 10, 30, always], \\
+    procedure.alpha.growth: [1.5, 3]}"                        # 11 configurations, up to 33 trials
 
 The sweep is the smoke space (search_spaces/smoke.yaml) on the first --train-sentences sentences of CoNLL-2003
 English, with --storage apart from --out as on a cluster; --set passes further overrides to it. Exit status 0
@@ -73,15 +77,17 @@ class LoopbackCluster:
     def add_worker(self):
         return self.cluster.add_node(**self._node, num_cpus=self.cpus)
 
-    def kill_worker(self, node_id: str) -> int:
-        """SIGKILLs the worker's raylet and every process under it at once; returns how many processes that was."""
+    def kill_worker(self, node_id: str) -> list[str]:
+        """SIGKILLs the worker's raylet and every process under it at once; returns their names (Ray titles its
+        workers: ray::ResourceTrainable.train is a trial's actor at work, ray::IDLE a spare worker)."""
         node = self.workers()[node_id]
         pids = _tree(_node_pids(node))
+        names = [_name(pid) for pid in pids]
         for pid in pids:
             _kill(pid)
         self.cluster.remove_node(node, allow_graceful=False)  # reaps the raylet, forgets the node
         self.killed.append(node_id)
-        return len(pids)
+        return names
 
     def shutdown(self) -> None:
         nodes = list(self.cluster.worker_nodes) + ([self.cluster.head_node] if self.cluster.head_node else [])
@@ -127,6 +133,13 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
+    except OSError:
+        return "?"
 
 
 def _is_ray_process(pid: int) -> bool:
@@ -244,22 +257,23 @@ def tally(out: Path, storage: Path) -> dict:
 
 
 def report(counts: dict, kills: list[dict], code: int, seconds: float) -> str:
-    hit = [k for k in kills if k["trials"]]
+    hit = [k for k in kills if any(TRIAL_ACTOR in name for name in k["processes"])]
     lines = [
         f"sweep exit status {code} after {seconds:.0f} s",
-        f"nodes killed: {len(kills)} ({len(hit)} while a trial ran on them)",
+        f"nodes killed: {len(kills)} ({len(hit)} with a trial's actor on them)",
         f"trials retried: {len(counts['retried'])} of {counts['trials']} ({counts['retries']} retries; "
-        f"{len(counts['moved'])} finished on another node than they started on)",
-        f"epochs interrupted by a kill and trained again: {counts['retries']} (at most one per kill and trial)",
-        f"finished epochs trained again: {sum(counts['trained_twice'].values())} (should be 0)",
+        f"{len(counts['moved'])} reported from more than one node)",
+        f"finished epochs trained again: {sum(counts['trained_twice'].values())} (should be 0; each retry also "
+        "trains again the epoch it interrupted, at most one per kill and trial)",
         f"MLflow runs lost: {len(counts['lost'])}, duplicated: {len(counts['duplicated'])}, not finished: "
         f"{len(counts['unfinished'])} (should be 0)",
         f"runs whose epochs are not each logged once, in order: {len(counts['mlflow_gaps'])} (should be 0)",
         f"Optuna configurations with a missing or repeated epoch: {len(counts['optuna_gaps'])} (should be 0)",
     ]
     for kill in kills:
-        on = ", ".join(kill["trials"]) or "no trial"
-        lines.append(f"  at {kill['at']:5.0f} s killed {kill['node'][:12]} ({kill['processes']} processes; {on})")
+        names = ", ".join(sorted(set(kill["processes"]) - {"", "?"}))
+        on = f"; last reported there: {', '.join(kill['trials'])}" if kill["trials"] else ""
+        lines.append(f"  at {kill['at']:5.0f} s killed {kill['node'][:12]}: {names}{on}")
     problems = {k: counts[k] for k in ("lost", "duplicated", "unfinished", "mlflow_gaps", "optuna_gaps") if counts[k]}
     if counts["trained_twice"]:
         problems["trained_twice"] = counts["trained_twice"]
@@ -343,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                     cluster.add_worker()
                     kill = {"at": time.monotonic() - started, "node": node_id, "processes": processes}
                     kills.append({**kill, "trials": trials})
-                    print(f"{kill['at']:.0f} s: killed node {node_id[:12]} ({', '.join(trials) or 'idle'})")
+                    print(f"{kill['at']:.0f} s: killed node {node_id[:12]} ({len(processes)} processes)", flush=True)
                     next_kill = time.monotonic() + args.every
             if sweep.poll() is None:
                 print(f"the sweep did not finish within {args.timeout:.0f} s; see {log}", file=sys.stderr)
