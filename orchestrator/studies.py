@@ -13,6 +13,7 @@ Everything here uses Optuna's public API (`ask`, `tell`, `Trial.report`,
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,19 @@ def build_sampler(space: SearchSpace, group: str, number: int) -> optuna.sampler
     return optuna.samplers.RandomSampler(seed=seed)  # grid configurations are enqueued, so never sampled
 
 
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`. Sweeps that open a fresh shared database at the same moment all create Optuna's
+    tables, and all but one fail (a duplicate table or version row): they find the tables made when they try
+    again. A database server may drop idle connections during a long epoch: each is tested before use."""
+    options = {} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=options)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            time.sleep(attempt)
+    return optuna.storages.RDBStorage(url, engine_kwargs=options)  # the last attempt raises what it meets
+
+
 class Studies:
     """Opens the groups' studies lazily; holds no state that is not in the storage, so it pickles to its URL."""
 
@@ -137,9 +151,7 @@ class Studies:
     @property
     def storage(self) -> optuna.storages.BaseStorage:
         if self._storage is None:
-            # A database server may drop idle connections during a long epoch: test each one before use.
-            options = {} if self.url.startswith("sqlite:") else {"pool_pre_ping": True}
-            self._storage = optuna.storages.RDBStorage(self.url, engine_kwargs=options)
+            self._storage = open_storage(self.url)
         return self._storage
 
     def name(self, group: str) -> str:
