@@ -576,7 +576,7 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
         files += report_files
         print(f"{report.markdown(analysis)}\n")
     print(f"wrote {', '.join(str(p) for p in files)}")
-    print(tracking.ui_hint(state["tracking_uri"], state["experiment_id"]))
+    print(tracking.ui_hint(state["tracking_uri"], state["experiment_id"], state["parent_run_id"], space.metric.name))
     return 0 if all(choice.outcome is not None for choice in choices.values()) else 1
 
 

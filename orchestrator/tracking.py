@@ -14,10 +14,12 @@ already logged are not logged twice.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import statistics
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -426,10 +428,28 @@ def log_selection(state: dict, choices: dict, scores: dict | None, rows: list[di
     client.set_terminated(parent, "FINISHED")
 
 
-def ui_hint(uri: str, experiment_id: str) -> str:
-    if uri.startswith("sqlite:") or uri.startswith("file:"):
-        return (
-            f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-            f"           then open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
-        )
-    return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+def ui_links(base: str, experiment_id: str, configuration_run_ids: list[str], metric: str) -> dict[str, str]:
+    """MLflow UI addresses (MLflow 3.17's routes) of the sweep's runs table, the comparison of its configuration
+    runs and their mean dev curves."""
+    runs, experiments = json.dumps(configuration_run_ids), json.dumps([experiment_id])
+    plotted = urllib.parse.quote(json.dumps([f"{metric}_mean"]))
+    return {
+        "runs": f"{base}/#/experiments/{experiment_id}/runs",
+        "configurations": f"{base}/#/compare-runs?runs={runs}&experiments={experiments}",
+        "curves": f"{base}/#/metric?runs={runs}&metric={urllib.parse.quote(json.dumps(f'{metric}_mean'))}"
+        f"&experiments={experiments}&plot_metric_keys={plotted}&x_axis=step",
+    }
+
+
+def ui_hint(uri: str, experiment_id: str, parent_run_id: str, metric: str) -> str:
+    configurations = sweep_runs(MlflowClient(uri), experiment_id, parent_run_id, CONFIGURATION)
+    local = uri.startswith(("sqlite:", "file:"))
+    base = "http://127.0.0.1:5000" if local else uri.rstrip("/")
+    links = ui_links(base, experiment_id, [run.info.run_id for run in configurations], metric)
+    lines = [f"MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open"] if local else []
+    lines += [
+        f"  the runs:                      {links['runs']}",
+        f"  the configurations side by side: {links['configurations']}",
+        f"  their mean dev curves:         {links['curves']}",
+    ]
+    return "\n".join(lines if local else ["MLflow UI:", *lines])

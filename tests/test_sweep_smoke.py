@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -27,7 +29,7 @@ from sweep_helpers import (
     write_slices,
 )
 
-from orchestrator import report
+from orchestrator import report, screenshots, tracking
 from orchestrator.selection import TEST_RECORD
 from orchestrator.space import load_space
 
@@ -299,3 +301,20 @@ def test_the_report_shows_the_chosen_restarts_credit_assignment_diagnostics(swee
     assert "Credit assignment" in (sweep.out / "report.md").read_text()
     parent = sweep_state(sweep.out)["parent_run_id"]
     assert "report/diagnostics.png" in {a.path for a in client(sweep.out).list_artifacts(parent, "report")}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_configurations_link_the_sweep_prints_shows_them_in_a_real_browser(sweep):
+    state = sweep_state(sweep.out)
+    configurations = {run.info.run_id: run.data.tags["config_id"] for run in configuration_runs(sweep.out)}
+    with screenshots.ui_server(state["tracking_uri"]) as base:
+        links = tracking.ui_links(base, state["experiment_id"], list(configurations), "dev_score")
+        page = subprocess.run(
+            ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+             "--dump-dom", links["configurations"]],
+            capture_output=True, text=True, timeout=screenshots.RENDER_SECONDS, check=True,
+        ).stdout  # fmt: skip
+    assert f"Comparing {len(configurations)} Runs" in page
+    assert all(config_id in page for config_id in configurations.values())
+    printed = tracking.ui_links("http://127.0.0.1:5000", state["experiment_id"], list(configurations), "dev_score")
+    assert printed["configurations"] in sweep.with_test.stdout
