@@ -89,13 +89,8 @@ def dev_curves(report: dict, curves: list[Curve], path: Path) -> Path:
 
 def schedules(report: dict, curves: list[Curve], path: Path) -> Path:
     """ε (gold probability) and α per epoch of each row's chosen trial."""
-    by_key = {curve.key: curve for curve in curves}
     figure, (gold_axis, alpha_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for row in report["rows"]:
-        curve = by_key.get(row["chosen"])
-        if curve is None:
-            continue
-        label = f"{row['table']}: {row['label']}"
+    for label, curve in _chosen_curves(report, curves):
         if curve.gold_probability:
             gold_axis.plot(*zip(*curve.gold_probability, strict=True), marker=".", label=label)
         if curve.alpha:
@@ -131,13 +126,8 @@ def differences(report: dict, path: Path) -> Path:
 
 def diagnostics(report: dict, curves: list[Curve], path: Path) -> Path:
     """The credit-assignment diagnostics per epoch of each row's chosen trial (rows that logged them)."""
-    by_key = {curve.key: curve for curve in curves}
     figure, (credit_axis, variance_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for row in report["rows"]:
-        curve = by_key.get(row["chosen"])
-        if curve is None:
-            continue
-        label = f"{row['table']}: {row['label']}"
+    for label, curve in _chosen_curves(report, curves):
         for axis, points in ((credit_axis, curve.credit_norm), (variance_axis, curve.gradient_variance)):
             if points:
                 axis.plot(*zip(*points, strict=True), marker=".", label=label)
@@ -149,6 +139,14 @@ def diagnostics(report: dict, curves: list[Curve], path: Path) -> Path:
         axis.grid(alpha=0.3)
     credit_axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def _chosen_curves(report: dict, curves: list[Curve]):
+    """(legend label, curve) of each row's chosen trial."""
+    by_key = {curve.key: curve for curve in curves}
+    for row in report["rows"]:
+        if row["chosen"] in by_key:
+            yield f"{row['table']}: {row['label']}", by_key[row["chosen"]]
 
 
 def _save(figure, path: Path) -> Path:
