@@ -30,7 +30,8 @@ DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Ray's defaults take about 30 s to declare a silent node dead; a dead node's trials wait that long to retry.
 FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
 OBJECT_STORE_BYTES = 80 * 2**20  # per node; Ray's default is 30% of RAM per raylet, and trials pass no objects
-TRIAL_ACTOR = "Trainable"  # in the process title of a trial's actor (tune.with_resources' ResourceTrainable)
+# Process titles of a trial's actor: ray::SweepTrial between calls, ray::ResourceTrainable.train while it trains.
+TRIAL_ACTOR = ("ray::SweepTrial", "ray::ResourceTrainable")
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 
 EPILOG = """\
@@ -79,7 +80,7 @@ class LoopbackCluster:
 
     def kill_worker(self, node_id: str) -> list[str]:
         """SIGKILLs the worker's raylet and every process under it at once; returns their names (Ray titles its
-        workers: ray::ResourceTrainable.train is a trial's actor at work, ray::IDLE a spare worker)."""
+        workers: see TRIAL_ACTOR; ray::IDLE is a spare worker, python one still starting)."""
         node = self.workers()[node_id]
         pids = _tree(_node_pids(node))
         names = [_name(pid) for pid in pids]
@@ -137,9 +138,10 @@ def _kill(pid: int) -> None:
 
 def _name(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
+        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
     except OSError:
         return "?"
+    return name if name.startswith("ray::") else Path(name.split()[0] if name else "?").name
 
 
 def _is_ray_process(pid: int) -> bool:
@@ -257,7 +259,7 @@ def tally(out: Path, storage: Path) -> dict:
 
 
 def report(counts: dict, kills: list[dict], code: int, seconds: float) -> str:
-    hit = [k for k in kills if any(TRIAL_ACTOR in name for name in k["processes"])]
+    hit = [k for k in kills if any(name.startswith(TRIAL_ACTOR) for name in k["processes"])]
     lines = [
         f"sweep exit status {code} after {seconds:.0f} s",
         f"nodes killed: {len(kills)} ({len(hit)} with a trial's actor on them)",
