@@ -223,10 +223,22 @@ class Studies:
 
     def asked_configurations(self, group: str) -> list[tuple[int, dict[str, Any]]]:
         """Configurations asked for, finished or not (a killed session may have asked for some after it last
-        saved its experiment); a grid point enqueued but not yet asked for is not one."""
+        saved its experiment); a grid point enqueued but not yet asked for is not one. A driver killed between
+        Optuna's ask and its suggestions left a configuration without axis values: they are suggested now (an
+        enqueued grid point gets its own values back), or it would run without them."""
         study = self.study(group)
+        axes = self.space.group_axes(group)
         states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=states)]
+        asked = []
+        for frozen in study.get_trials(deepcopy=False, states=states):
+            params = frozen.params
+            if frozen.state == TrialState.RUNNING and not axes.keys() <= params.keys():
+                owner = self.study(group, frozen.number)
+                owner.get_trials(deepcopy=False)  # Optuna writes a suggestion through the study's cache of its trials
+                trial = optuna.trial.Trial(owner, self.trial_id(group, frozen.number))
+                params = {key: suggest(trial, key, axis) for key, axis in axes.items()}
+            asked.append((frozen.number, params))
+        return asked
 
     def best_intermediate(self, group: str, number: int) -> float | None:
         values = list(self.frozen(group, number).intermediate_values.values())

@@ -47,6 +47,17 @@ def test_a_resumed_sweep_proposes_what_an_uninterrupted_one_would(tmp_path, samp
     assert before + [after] == uninterrupted
 
 
+def test_a_configuration_asked_by_a_driver_killed_before_its_suggestions_resumes_with_its_grid_point(tmp_path):
+    grid = space({"type": "grid"}, {"procedure.k": [100, 10, "always"]})
+    group = studies(tmp_path, "a", grid)
+    group.ask("g")
+    study = group.study("g")
+    study.enqueue_trial(grid.grid("g")[1])
+    study.ask()  # what the killed driver stored: a RUNNING trial, no parameters yet
+    resumed = Studies(group.url, grid)
+    assert resumed.asked_configurations("g") == [(0, {"procedure.k": 100}), (1, {"procedure.k": 10})]
+
+
 def test_distributions_are_sampled_within_their_bounds(tmp_path):
     axes = {
         "optim.lr": {"distribution": "loguniform", "low": 1e-4, "high": 1e-2},
