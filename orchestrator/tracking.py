@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -140,6 +141,26 @@ def start_parent_run(uri: str, experiment_id: str, space: SearchSpace, space_fil
     return run.info.run_id
 
 
+@dataclass
+class KnownRun:
+    """What the driver knows of one of the sweep's runs: it reads the store once per session, then keeps this up
+    to date as it writes, so that no event searches the store (a search scans every run of the experiment)."""
+
+    run_id: str
+    tags: dict[str, str]
+    params: set[str]  # names logged
+    metrics: dict[str, float]  # latest values
+    status: str = "RUNNING"
+    last_step: int | None = None  # last epoch logged; None: not read yet (a run from an earlier session)
+    nodes: list[str] = field(default_factory=list)  # Ray node ids it ran on, in order
+
+    @classmethod
+    def of(cls, run) -> KnownRun:
+        nodes = [node for node in run.data.tags.get("nodes", "").split(",") if node]
+        return cls(run.info.run_id, dict(run.data.tags), set(run.data.params), dict(run.data.metrics),
+                   run.info.status, nodes=nodes)  # fmt: skip
+
+
 class MlflowTrials(Callback):
     """Tune callback (driver side): a run per configuration and, nested in it, a run per trial (restart) with
     params, row tags, per-epoch metrics, the nodes it ran on, its attempts and its fate."""
@@ -150,18 +171,12 @@ class MlflowTrials(Callback):
         self.parent_run_id = parent_run_id
         self.space = space
         self.studies = studies
-        self._runs: dict[str, str] = {}  # trial key -> run id
-        self._configurations: dict[str, str] = {}  # config id -> run id
-        self._last_step: dict[str, int] = {}  # run id -> last epoch logged
-        self._nodes: dict[str, list[str]] = {}  # run id -> Ray node ids it ran on, in order
+        self._restarts: dict[str, KnownRun] | None = None  # by trial key; None until read from the store
+        self._configurations: dict[str, KnownRun] = {}  # by config id
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict:
-        caches = {"_runs": {}, "_configurations": {}, "_last_step": {}, "_nodes": {}}
-        return {**self.__dict__, "_client": None, **caches}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_configurations": {}, "_nodes": {}, **state})  # a snapshot from before these existed
+        return {**self.__dict__, "_client": None, "_restarts": None, "_configurations": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -169,34 +184,59 @@ class MlflowTrials(Callback):
             self._client = MlflowClient(self.uri)
         return self._client
 
-    def run_id(self, trial) -> str:
-        meta = trial.config["sweep"]
-        key = meta["key"]
-        if key not in self._runs:
-            found = find_run(self.client, self.experiment_id, self.parent_run_id, "trial_key", key)
-            if found is not None:
-                history = self.client.get_metric_history(found.info.run_id, self.space.metric.name)
-                self._last_step[found.info.run_id] = max((m.step for m in history), default=0)
-                self._nodes[found.info.run_id] = [n for n in found.data.tags.get("nodes", "").split(",") if n]
-                run_id = found.info.run_id
-            else:
-                run_id = self._create_run(trial)
-                self._last_step[run_id] = 0
-                self._nodes[run_id] = []
-            self._log_params(run_id, trial_flat_config(trial.config))
-            self._runs[key] = run_id
-        return self._runs[key]
+    def _known(self) -> dict[str, KnownRun]:
+        """The sweep's runs by trial key (configurations by config id aside), read once per session."""
+        if self._restarts is None:
+            read = {kind: sweep_runs(self.client, self.experiment_id, self.parent_run_id, kind)
+                    for kind in (RESTART, CONFIGURATION)}  # fmt: skip
+            self._restarts = {run.data.tags["trial_key"]: KnownRun.of(run) for run in read[RESTART]}
+            self._configurations = {run.data.tags["config_id"]: KnownRun.of(run) for run in read[CONFIGURATION]}
+        return self._restarts
 
-    def configuration_run_id(self, trial) -> str:
-        meta = trial.config["sweep"]
-        cid = meta["config_id"]
+    def restart_run(self, trial) -> KnownRun:
+        key = trial.config["sweep"]["key"]
+        known = self._known()
+        if key not in known:
+            configuration = self.configuration_run(trial)
+            tags = {
+                **self._row_tags(trial),
+                "mlflow.parentRunId": configuration.run_id,
+                KIND_TAG: RESTART,
+                "trial_key": key,
+                "restart": str(trial.config["sweep"]["restart"]),
+                "seed": str(trial.config["trainer"]["seed"]),
+                "pruned": "false",
+                "attempts": "0",
+            }
+            known[key] = self._create(key, tags, trial_flat_config(trial.config))
+            known[key].last_step = 0
+        elif not known[key].params:
+            self._log_params(known[key], trial_flat_config(trial.config))
+        return known[key]
+
+    def configuration_run(self, trial) -> KnownRun:
+        cid = trial.config["sweep"]["config_id"]
+        self._known()
         if cid not in self._configurations:
-            found = find_run(self.client, self.experiment_id, self.parent_run_id, "config_id", cid, CONFIGURATION)
-            run_id = found.info.run_id if found is not None else self._create_configuration_run(trial)
-            flat = trial_flat_config(trial.config)
-            self._log_params(run_id, {k: v for k, v in flat.items() if k != "seed"})  # what its restarts share
-            self._configurations[cid] = run_id
+            tags = {**self._row_tags(trial), "mlflow.parentRunId": self.parent_run_id, KIND_TAG: CONFIGURATION}
+            self._configurations[cid] = self._create(cid, tags, shared_params(trial))
+        elif not self._configurations[cid].params:
+            self._log_params(self._configurations[cid], shared_params(trial))
         return self._configurations[cid]
+
+    def _create(self, name: str, tags: dict, params: dict) -> KnownRun:
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run = KnownRun(run_id, tags, params=set(), metrics={})
+        self._log_params(run, params)
+        return run
+
+    def _log_params(self, run: KnownRun, params: dict) -> None:
+        """Hyper-parameters not logged yet (all for a new run; some for one whose driver was killed after
+        creating it)."""
+        entities = [mlflow.entities.Param(k, str(v)) for k, v in sorted(params.items()) if k not in run.params]
+        for start in range(0, len(entities), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.run_id, params=entities[start : start + 100])
+        run.params |= set(params)
 
     def _row_tags(self, trial) -> dict:
         meta = trial.config["sweep"]
@@ -211,61 +251,48 @@ class MlflowTrials(Callback):
             "state": "RUNNING",
         }
 
-    def _create_configuration_run(self, trial) -> str:
-        tags = {**self._row_tags(trial), "mlflow.parentRunId": self.parent_run_id, KIND_TAG: CONFIGURATION}
-        cid = trial.config["sweep"]["config_id"]
-        return self.client.create_run(self.experiment_id, run_name=cid, tags=tags).info.run_id
+    def _write(self, run: KnownRun, tags: dict[str, str] | None = None, metrics: list | None = None) -> None:
+        """Tags and metrics in one call to the store."""
+        tags = {name: value for name, value in (tags or {}).items() if run.tags.get(name) != value}
+        if tags or metrics:
+            entities = [mlflow.entities.RunTag(name, value) for name, value in tags.items()]
+            self.client.log_batch(run.run_id, metrics=metrics or [], tags=entities)
+        run.tags.update(tags)
+        run.metrics.update({metric.key: metric.value for metric in metrics or []})
 
-    def _create_run(self, trial) -> str:
-        meta = trial.config["sweep"]
-        tags = {
-            **self._row_tags(trial),
-            "mlflow.parentRunId": self.configuration_run_id(trial),
-            KIND_TAG: RESTART,
-            "trial_key": meta["key"],
-            "restart": str(meta["restart"]),
-            "seed": str(trial.config["trainer"]["seed"]),
-            "pruned": "false",
-            "attempts": "0",
-        }
-        return self.client.create_run(self.experiment_id, run_name=meta["key"], tags=tags).info.run_id
-
-    def _log_params(self, run_id: str, flat: dict) -> None:
-        """Hyper-parameters not logged yet (a driver killed right after creating the run)."""
-        logged = self.client.get_run(run_id).data.params
-        entities = [mlflow.entities.Param(k, str(v)) for k, v in sorted(flat.items()) if k not in logged]
-        for start in range(0, len(entities), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=entities[start : start + 100])
+    def _end(self, run: KnownRun, status: str) -> None:
+        self.client.set_terminated(run.run_id, status)
+        run.status = status
 
     def on_trial_start(self, iteration, trials, trial, **info):
         """Tune starts a trial once, and again after each failure it retries and each driver resume."""
-        run_id = self.run_id(trial)
-        attempts = int(self.client.get_run(run_id).data.tags.get("attempts", "0")) + 1
-        self.client.update_run(run_id, status="RUNNING")
-        for name, value in {"state": "RUNNING", "attempts": str(attempts)}.items():
-            self.client.set_tag(run_id, name, value)
+        run = self.restart_run(trial)
+        if run.status != "RUNNING":
+            self.client.update_run(run.run_id, status="RUNNING")
+            run.status = "RUNNING"
+        self._write(run, tags={"state": "RUNNING", "attempts": str(int(run.tags.get("attempts", "0")) + 1)})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.run_id(trial)
-        self._note_node(run_id, result.get(NODE_KEY))
+        run = self.restart_run(trial)
+        if run.last_step is None:  # reopened from an earlier session: what it logged then
+            history = self.client.get_metric_history(run.run_id, self.space.metric.name)
+            run.last_step = max((m.step for m in history), default=0)
+        node = result.get(NODE_KEY)
+        tags = {}
+        if node and (not run.nodes or run.nodes[-1] != node):
+            run.nodes.append(node)
+            tags["nodes"] = ",".join(run.nodes)
         epoch = int(result.get("epoch", 0))
-        if epoch <= self._last_step.get(run_id, 0):
-            return  # logged before an interruption; the resumed trial repeats it from an older checkpoint
-        timestamp = int(result.get("timestamp", 0)) * 1000
-        metrics = [
-            mlflow.entities.Metric(name, float(result[name]), timestamp, epoch) for name in trial_metric_names(result)
-        ]
-        self.client.log_batch(run_id, metrics=metrics)
-        self._last_step[run_id] = epoch
-
-    def _note_node(self, run_id: str, node: str | None) -> None:
-        nodes = self._nodes.setdefault(run_id, [])
-        if node and (not nodes or nodes[-1] != node):
-            nodes.append(node)
-            self.client.set_tag(run_id, "nodes", ",".join(nodes))
+        metrics = []
+        if epoch > run.last_step:  # else logged before an interruption, repeated from an older checkpoint
+            timestamp = int(result.get("timestamp", 0)) * 1000
+            metrics = [mlflow.entities.Metric(name, float(result[name]), timestamp, epoch)
+                       for name in trial_metric_names(result)]  # fmt: skip
+            run.last_step = epoch
+        self._write(run, tags=tags, metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
+        run = self.restart_run(trial)
         meta = trial.config["sweep"]
         epoch = int(trial.last_result.get("epoch", 0))
         pruned = self.studies.pruned(meta)
@@ -274,57 +301,58 @@ class MlflowTrials(Callback):
             tags["pruned_at_epoch"] = str(epoch)
         if trial.checkpoint is not None:
             tags["best_checkpoint"] = os.path.join(trial.checkpoint.path, "best.pt")
-        for name, value in tags.items():
-            self.client.set_tag(run_id, name, value)
         metric = self.space.metric
         best = trial.metric_analysis.get(metric.name, {}).get(metric.mode)
         name = f"best_{metric.name}"  # what selection ranks restarts by: one column to sort on in the UI
         # A trial that finished just before its driver was killed completes again when resumed: log it once.
-        if best is not None and self.client.get_run(run_id).data.metrics.get(name) != float(best):
-            self.client.log_metric(run_id, name, float(best))
-        self.client.set_terminated(run_id, "FINISHED")
-        self.settle(self.configuration_run_id(trial))
+        metrics = []
+        if best is not None and run.metrics.get(name) != float(best):
+            metrics = [mlflow.entities.Metric(name, float(best), int(time.time() * 1000), 0)]
+        self._write(run, tags=tags, metrics=metrics)
+        self._end(run, "FINISHED")
+        self.settle(self.configuration_run(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, "state", "FAILED")
-        self.client.set_tag(run_id, "error_file", os.path.join(trial.path, "error.txt"))
-        self.client.set_terminated(run_id, "FAILED")
-        self.settle(self.configuration_run_id(trial))
+        run = self.restart_run(trial)
+        self._write(run, tags={"state": "FAILED", "error_file": os.path.join(trial.path, "error.txt")})
+        self._end(run, "FAILED")
+        self.settle(self.configuration_run(trial))
 
     def on_experiment_end(self, trials, **info):
         """Configurations whose last restart ended in an earlier session (killed before it settled them)."""
-        for run in sweep_runs(self.client, self.experiment_id, self.parent_run_id, CONFIGURATION):
-            if run.info.status != "FINISHED":
-                self.settle(run.info.run_id)
+        self._known()
+        for configuration in list(self._configurations.values()):
+            if configuration.status != "FINISHED":
+                self.settle(configuration)
 
-    def settle(self, configuration_run_id: str) -> None:
+    def settle(self, configuration: KnownRun) -> None:
         """Once every restart the configuration will have has ended (only its scout, if the scout was pruned
         or failed), logs their per-epoch dev metrics as mean ± std and closes the configuration's run. Logged
         once: a resumed sweep that settles it again finds the metrics there."""
-        restarts = child_runs(self.client, self.experiment_id, configuration_run_id)
-        states = {run.data.tags.get("restart"): run.data.tags.get("state") for run in restarts}
+        cid = configuration.tags["config_id"]
+        restarts = [run for run in self._known().values() if run.tags.get("config_id") == cid]
+        states = {run.tags.get("restart"): run.tags.get("state") for run in restarts}
         scout = states.get("0")
         if scout not in ENDED:
             return
         expected = 1 if scout in ("PRUNED", "FAILED") else self.space.restarts
         if sum(state in ENDED for state in states.values()) < expected:
             return
-        trained = [run for run in restarts if run.data.tags.get("state") in ("COMPLETE", "PRUNED")]
-        if f"{self.space.metric.name}_mean" not in self.client.get_run(configuration_run_id).data.metrics:
-            self.client.log_batch(configuration_run_id, metrics=self._restart_statistics(trained))
-        self.client.set_tag(configuration_run_id, "state", scout)
-        self.client.set_tag(configuration_run_id, "restarts", str(len(trained)))
-        self.client.set_terminated(configuration_run_id, "FAILED" if scout == "FAILED" else "FINISHED")
+        trained = [run for run in restarts if run.tags.get("state") in ("COMPLETE", "PRUNED")]
+        metrics = []
+        if f"{self.space.metric.name}_mean" not in configuration.metrics:
+            metrics = self._restart_statistics(trained)
+        self._write(configuration, tags={"state": scout, "restarts": str(len(trained))}, metrics=metrics)
+        self._end(configuration, "FAILED" if scout == "FAILED" else "FINISHED")
 
-    def _restart_statistics(self, restarts: list) -> list:
+    def _restart_statistics(self, restarts: list[KnownRun]) -> list:
         timestamp = int(time.time() * 1000)
-        names = sorted({name for run in restarts for name in run.data.metrics if name.startswith("dev_")})
+        names = sorted({name for run in restarts for name in run.metrics if name.startswith("dev_")})
         metrics = []
         for name in names:
             by_epoch: dict[int, list[float]] = {}
             for run in restarts:
-                for point in self.client.get_metric_history(run.info.run_id, name):
+                for point in self.client.get_metric_history(run.run_id, name):
                     by_epoch.setdefault(point.step, []).append(point.value)
             for epoch, values in sorted(by_epoch.items()):
                 metrics += [mlflow.entities.Metric(f"{name}_mean", statistics.fmean(values), timestamp, epoch)]
@@ -333,7 +361,7 @@ class MlflowTrials(Callback):
                 if name == self.space.metric.name:
                     metrics += [mlflow.entities.Metric("restarts_at_epoch", len(values), timestamp, epoch)]
         best_name = f"best_{self.space.metric.name}"
-        best = [run.data.metrics[best_name] for run in restarts if best_name in run.data.metrics]
+        best = [run.metrics[best_name] for run in restarts if best_name in run.metrics]
         if best:  # what selection ranks configurations by
             metrics += [mlflow.entities.Metric(f"{best_name}_mean", statistics.fmean(best), timestamp, 0)]
             if len(best) > 1:
@@ -347,6 +375,11 @@ def trial_metric_names(result: dict) -> list[str]:
     trainer = ("train_loss", "gold_probability", "alpha", "seconds", "steps", "credit_norm", "gradient_variance")
     fixed = [name for name in trainer if name in result]
     return fixed + [name for name in result if name.startswith("dev_")]
+
+
+def shared_params(trial) -> dict:
+    """A configuration's parameters: those of its restarts, which differ only in the seed."""
+    return {name: value for name, value in trial_flat_config(trial.config).items() if name != "seed"}
 
 
 def trial_flat_config(config: dict) -> dict:
@@ -370,12 +403,6 @@ def sweep_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str, kind
         [experiment_id],
         filter_string=f"tags.{SWEEP_TAG} = '{sweep_run_id}' and tags.{KIND_TAG} = '{kind}'",
         max_results=50000,
-    )
-
-
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
     )
 
 
