@@ -12,7 +12,10 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -23,11 +26,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from sweep_helpers import (
+    REPO,
     SMOKE,
     data_overrides,
     end,
     finished_keys,
-    launch,
     run_main,
     summary,
     sweep_state,
@@ -47,11 +50,13 @@ BOUND = 600  # seconds, for any one wait on a sweep (a machine under load), not 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """PostgreSQL, the MLflow server on it, its user alice, and a local Ray."""
-    from sweep_helpers import start_ray
+    import ray
 
     with postgres_server() as database, mlflow_server(database, tmp_path_factory.mktemp("mlflow")) as server:
         users = {"alice": server.create_user("alice")}
-        ray = start_ray()
+        # Four trial slots on two cores: the trials here are a second of training in several of MLflow calls
+        # and Tune's bookkeeping, and three sweeps share them.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         try:
             yield SimpleNamespace(database=database, server=server, users=users, ray=ray)
         finally:
@@ -75,11 +80,18 @@ def run_as(environment: dict[str, str], argv: list):
         return run_main(argv)
 
 
-def launch_as(environment: dict[str, str], argv: list, log: Path):
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        return launch(argv, log)
+def launch_as(environment: dict[str, str], argv: list, log: Path) -> subprocess.Popen:
+    """sweep_helpers.launch with `environment` added to the sweep's (not to this process's: a thread launches
+    one while another sweep runs here)."""
+    command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, **environment},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # for sweep_helpers.end
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,62 +104,81 @@ def sweeps(stack, data, tmp_path_factory):
     """Three sweeps of the smoke space at once, all as alice (they are seconds of training in a minute of start-up
     and MLflow calls, which overlap). `scored` runs in this process, test scoring included, its studies in its
     --out. `first` and `second` are subprocesses that join this module's Ray, keep their studies in PostgreSQL
-    and score nothing; `first` is interrupted (Ctrl-C) after its first trial and, once `scored` is done, resumed
-    with the same command."""
+    and score nothing; `first` is interrupted (Ctrl-C) after its first trial and resumed with the same command
+    while the others go on."""
     root = tmp_path_factory.mktemp("sweeps")
     as_alice = credentials(stack, "alice")
     storage = stack.database.url("optuna")
     common = [SMOKE, "--tracking-uri", stack.server.uri, *TINY, *data]
     pair = [*common, "--optuna-storage", storage, "--address", stack.ray.get_runtime_context().gcs_address]
     pair += ["--no-test", "--max-concurrent", "1"]
-    first_argv, second_argv = [*pair, "--out", root / "first"], [*pair, "--out", root / "second"]
-    logs = {name: root / f"{name}.log" for name in ("first", "second", "resumed")}
+    first = Resumption(as_alice, [*pair, "--out", root / "first"], root, storage, stack.database.password)
     # The space's experiment exists, as after a team's first sweep of it: sweeps that create it at the same
     # moment race (test_sweeps_that_create_an_experiment_at_once_share_it).
     with pytest.MonkeyPatch.context() as patch:
         for name, value in as_alice.items():
             patch.setenv(name, value)
         MlflowClient(stack.server.uri).create_experiment("smoke")
-    first = launch_as(as_alice, first_argv, logs["first"])
-    second = launch_as(as_alice, second_argv, logs["second"])
+    second = launch_as(as_alice, [*pair, "--out", root / "second"], root / "second.log")
+    watcher = threading.Thread(target=first.run, daemon=True)
     try:
-        watcher = threading.Thread(target=interrupt_after_a_trial, args=(first, logs["first"]), daemon=True)
         watcher.start()
-        scored = run_as(as_alice, [*common, "--out", root / "scored"])
-        watcher.join(timeout=BOUND)
-        first.wait(timeout=BOUND)
-        with pytest.MonkeyPatch.context() as patch:  # for the look-up; the sweeps got theirs at launch
-            patch.setenv("PGPASSWORD", stack.database.password)
-            interrupted = study_trials(storage, sweep_state(root / "first")["parent_run_id"])
-        resumed = launch_as(as_alice, first_argv, logs["resumed"])
-        try:
-            resumed.wait(timeout=BOUND)
-        finally:
-            end(resumed)
+        scored = run_as(as_alice, [*common, "--out", root / "scored", "--max-concurrent", "2"])
+        watcher.join(timeout=3 * BOUND)
         second.wait(timeout=BOUND)
     finally:
-        end(first)
+        first.end()
         end(second)
+    if first.error is not None:
+        raise first.error
+    texts = {name: (root / f"{name}.log").read_text() for name in ("first", "second", "resumed")}
     return SimpleNamespace(
         scored=SimpleNamespace(out=root / "scored", session=scored),
         pair=SimpleNamespace(
             root=root,
             storage=storage,
-            texts={name: log.read_text() for name, log in logs.items()},
-            codes={"first": first.returncode, "second": second.returncode, "resumed": resumed.returncode},
-            interrupted=interrupted,
+            texts=texts,
+            codes={"first": first.codes[0], "second": second.returncode, "resumed": first.codes[1]},
+            interrupted=first.interrupted,
         ),
     )
 
 
-def interrupt_after_a_trial(process, log: Path) -> None:
-    """Ctrl-C to a sweep once its output shows a finished trial (beside the sweep that runs in this process)."""
-    deadline = time.monotonic() + BOUND
-    while process.poll() is None and time.monotonic() < deadline:
-        if finished_keys(log.read_text()):
-            process.send_signal(signal.SIGINT)
-            return
-        time.sleep(0.5)
+class Resumption:
+    """A sweep launched, interrupted (Ctrl-C) once its output shows a finished trial, and relaunched with the same
+    command; `run` does it all, in a thread beside the sweep that runs in this process. Keeps both exit codes
+    and the sweep's Optuna studies as the interruption left them."""
+
+    def __init__(self, environment: dict[str, str], argv: list, root: Path, storage: str, database_password: str):
+        self.environment, self.argv, self.root = environment, argv, root
+        self.storage, self.database_password = storage, database_password
+        self.processes: list[subprocess.Popen] = []
+        self.codes: list[int | None] = [None, None]
+        self.interrupted: dict = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            first = self._launch("first")
+            deadline = time.monotonic() + BOUND
+            while first.poll() is None and not finished_keys((self.root / "first.log").read_text()):
+                assert time.monotonic() < deadline, f"no finished trial within {BOUND} s"
+                time.sleep(0.5)
+            first.send_signal(signal.SIGINT)
+            self.codes[0] = first.wait(timeout=BOUND)
+            run_id = sweep_state(self.root / "first")["parent_run_id"]
+            self.interrupted = study_trials(self.storage, run_id, self.database_password)
+            self.codes[1] = self._launch("resumed").wait(timeout=BOUND)
+        except BaseException as error:  # raised again in the fixture, in pytest's thread
+            self.error = error
+
+    def _launch(self, name: str) -> subprocess.Popen:
+        self.processes.append(launch_as(self.environment, self.argv, self.root / f"{name}.log"))
+        return self.processes[-1]
+
+    def end(self) -> None:
+        for process in self.processes:
+            end(process)
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +191,10 @@ def pair(sweeps):
     return sweeps.pair
 
 
-def study_trials(url: str, sweep_run_id: str) -> dict[str, tuple[int, list[int]]]:
+def study_trials(url: str, sweep_run_id: str, password: str) -> dict[str, tuple[int, list[int]]]:
     """The sweep's studies in the storage at `url`: per study name, its id and its trials' numbers."""
-    storage = optuna.storages.RDBStorage(url)
+    login = {"connect_args": {"password": password}}  # not PGPASSWORD: a thread calls this beside a sweep
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=login)
     found = {}
     for name in optuna.get_all_study_names(storage):
         if f"/{sweep_run_id}/" in name:
@@ -277,9 +309,9 @@ def test_each_sweep_keeps_its_own_studies_in_the_shared_storage(pair, database_p
         assert not (pair.root / name / "optuna.db").exists()
 
 
-def test_an_interrupted_sweep_resumed_with_the_same_command_continues_its_studies(pair, database_password):
+def test_an_interrupted_sweep_resumed_with_the_same_command_continues_its_studies(stack, pair):
     assert "resuming the sweep in" in pair.texts["resumed"]
-    after = study_trials(pair.storage, sweep_state(pair.root / "first")["parent_run_id"])
+    after = study_trials(pair.storage, sweep_state(pair.root / "first")["parent_run_id"], stack.database.password)
     assert set(after) == set(pair.interrupted)
     for name, (study_id, numbers) in after.items():
         assert study_id == pair.interrupted[name][0]  # the same study, not a new one of the same name
