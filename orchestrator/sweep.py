@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return run_sweep(space, args, out_dir, state, resuming)
+    except SweepSetupError as error:  # what only the tracking server could tell (e.g. a user who may not write)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to resume the sweep in {out_dir}", file=sys.stderr)
         return 130
@@ -333,8 +336,11 @@ def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state
     if resuming:
         print(f"resuming the sweep in {out_dir}", flush=True)
     else:
+        try:
+            state["experiment_id"] = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
+        except tracking.TrackingServerError as error:
+            raise SweepSetupError(str(error)) from None
         out_dir.mkdir(parents=True, exist_ok=True)
-        state["experiment_id"] = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
         state["parent_run_id"] = tracking.start_parent_run(
             tracking_uri, state["experiment_id"], space, args.space, out_dir
         )

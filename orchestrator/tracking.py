@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -57,11 +58,12 @@ class TrackingServerError(ConnectionError):
     """An HTTP tracking server that does not answer or refuses us; the message names its URI (never a password)."""
 
 
-def check_server(uri: str, timeout: float = 5.0) -> None:
+def check_server(uri: str, timeout: float = 30.0) -> None:
     """Raises TrackingServerError unless an HTTP tracking server answers its /health endpoint and accepts the
     credentials in the environment (MLFLOW_TRACKING_USERNAME/PASSWORD, read by MLflow's client) within `timeout`
-    seconds each: MLflow's client retries for minutes before it fails (issue 7), and by then the sweep would
-    have started. A database or file store has no server to ask."""
+    seconds each (a basic-auth server just started took 13 s to answer its first authenticated call on a busy
+    machine): MLflow's client retries for minutes before it fails (issue 7), and by then the sweep would have
+    started. A database or file store has no server to ask."""
     if not uri.startswith(("http://", "https://")):
         return
     base = uri.rstrip("/")
@@ -102,13 +104,24 @@ def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
     go to OUT/mlartifacts instead of ./mlruns of whatever directory the command ran in."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:
-        location = (Path(out_dir).resolve() / ARTIFACTS_DIR).as_uri() if is_local_store(uri) else None
-        experiment_id = client.create_experiment(name, artifact_location=location)
-    # MLflow 3 opens an experiment of unknown kind on its GenAI overview; this one is model training: the runs.
-    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    try:
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            location = (Path(out_dir).resolve() / ARTIFACTS_DIR).as_uri() if is_local_store(uri) else None
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        # MLflow 3 opens an experiment of unknown kind on its GenAI overview; this one is model training: the runs.
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_ALREADY_EXISTS":  # a teammate's sweep created it a moment ago
+            return prepare_experiment(uri, name, out_dir)
+        if error.error_code == "PERMISSION_DENIED":
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
+            raise TrackingServerError(
+                f"MLflow tracking server {uri}: user {user!r} may not write to experiment {name!r}; an admin can "
+                "grant EDIT on it (deploy/README.md: the sweepers role)"
+            ) from None
+        raise
     return experiment_id
 
 

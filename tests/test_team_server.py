@@ -113,12 +113,6 @@ def sweeps(stack, data, tmp_path_factory):
     pair = [*common, "--optuna-storage", storage, "--address", stack.ray.get_runtime_context().gcs_address]
     pair += ["--no-test", "--max-concurrent", "1"]
     first = Resumption(as_alice, [*pair, "--out", root / "first"], root, storage, stack.database.password)
-    # The space's experiment exists, as after a team's first sweep of it: sweeps that create it at the same
-    # moment race (test_sweeps_that_create_an_experiment_at_once_share_it).
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in as_alice.items():
-            patch.setenv(name, value)
-        MlflowClient(stack.server.uri).create_experiment("smoke")
     second = launch_as(as_alice, [*pair, "--out", root / "second"], root / "second.log")
     watcher = threading.Thread(target=first.run, daemon=True)
     try:
@@ -377,6 +371,16 @@ def test_a_teammate_given_the_sweepers_role_logs_to_a_space_another_started(stac
     assert experiment_id == sweep_state(scored.out)["experiment_id"]
     run = MlflowClient(stack.server.uri).create_run(experiment_id, run_name="bob's sweep")
     assert run.info.experiment_id == experiment_id
+
+
+def test_a_teammate_who_may_not_write_to_the_space_is_refused_naming_user_and_experiment(stack, scored, data, tmp_path):
+    out = tmp_path / "out"
+    carol = stack.server.create_user("carol")  # no role: MLflow's default permission here is READ
+    session = run_as({"MLFLOW_TRACKING_USERNAME": "carol", "MLFLOW_TRACKING_PASSWORD": carol},
+                     [SMOKE, "--out", out, "--tracking-uri", stack.server.uri, *data])  # fmt: skip
+    assert session.code == 2, session.stderr
+    assert "'carol' may not write to experiment 'smoke'" in session.stderr
+    assert not out.exists()
 
 
 def test_sweeps_that_create_an_experiment_at_once_share_it(stack, alice, tmp_path):
