@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = conll_slices(root / "data", args.train_sentences, args.dev_sentences)
     sets = [f"epochs={args.epochs}", f"restarts={args.restarts}", f"max_concurrent={args.workers}"]
+    # The smoke space caps training at 300 and dev at 100 sentences; the slices' sizes are what was asked for.
+    sets += [f"base.data.max_train_sentences={args.train_sentences}"]
+    sets += [f"base.data.max_dev_sentences={args.dev_sentences}"]
     sets += args.overrides
     chooser = random.Random(args.seed)
     kills: list[dict] = []
