@@ -31,7 +31,10 @@ class ReportError(RuntimeError):
     """A directory that holds no finished, test-scored sweep (exit status 2)."""
 
 
-def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed: int = 0, log=print) -> dict:
+def build_report(
+    out_dir: Path, resamples: int = 1000, level: float = 0.95, seed: int = 0, log=print
+) -> tuple[dict, list]:
+    """The report, and the curves read from MLflow for it, which write_report's figures draw."""
     from trainer.metrics import SCORE_FROM_STATISTICS
 
     summary = _read_json(out_dir / f"{SUMMARY_STEM}.json", "a finished sweep's summary")
@@ -57,7 +60,8 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
         (row["chosen"] for row in summary["rows"] if procedure.get(row["chosen"]) == BASELINE_PROCEDURE), None
     )
     draws = Resamples.draw(len(next(iter(per_sentence.values()))), resamples, seed)
-    curves = {curve.key: curve for curve in _curves(out_dir)}
+    curves = _curves(out_dir)
+    by_key = {curve.key: curve for curve in curves}
     rows = []
     for row in summary["rows"]:
         key = row["chosen"]
@@ -65,7 +69,7 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
             name: row[name] for name in ("table", "row", "label", "chosen", "setting", "restarts", "planned_restarts")
         }
         entry.update(_dev_spread(summary["trials"], key))
-        entry["diagnostics"] = _last_diagnostics(curves.get(key))
+        entry["diagnostics"] = _last_diagnostics(by_key.get(key))
         if key is not None:
             test = interval(per_sentence[key], score, draws, level)
             entry["test"] = {"score": test.estimate, "low": test.low, "high": test.high}
@@ -77,7 +81,7 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
                 entry["difference"] = {"score": difference.estimate, "low": difference.low, "high": difference.high}
                 entry.update(p_value=comparison.p_value, verdict=comparison.verdict)
         rows.append(entry)
-    return {
+    report = {
         "sweep": str(out_dir),
         "metric": metric,
         "baseline": baseline_key,
@@ -87,6 +91,7 @@ def build_report(out_dir: Path, resamples: int = 1000, level: float = 0.95, seed
         "test_sentences": draws.weights.shape[1],
         "rows": rows,
     }
+    return report, curves
 
 
 def _test_statistics(checkpoint_dir: str) -> dict:
@@ -200,12 +205,11 @@ def _p_text(p_value: float | None) -> str:
     return "-" if p_value is None else f"{p_value:.3f}"
 
 
-def write_report(out_dir: Path, report: dict) -> list[Path]:
+def write_report(out_dir: Path, report: dict, curves: list) -> list[Path]:
     """report.md, report.json and the figures (report/*.png, curves read from the sweep's MLflow runs)."""
     paths = [out_dir / "report.md", out_dir / "report.json"]
     paths[0].write_text(markdown(report) + "\n")
     paths[1].write_text(json.dumps(report, indent=2) + "\n")
-    curves = _curves(out_dir)
     figures = out_dir / REPORT_DIR
     paths += [
         plots.dev_curves(report, curves, figures / "dev_curves.png"),
@@ -252,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.5 <= args.level < 1:
             raise ReportError(f"--level {args.level}: between 0.5 and 1")
         out_dir = args.out.expanduser().resolve()
-        report = build_report(out_dir, args.resamples, args.level, args.seed)
+        report, curves = build_report(out_dir, args.resamples, args.level, args.seed)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    paths = write_report(out_dir, report)
+    paths = write_report(out_dir, report, curves)
     log_to_parent_run(out_dir, paths)
     print(markdown(report))
     print(f"\nwrote {', '.join(str(p) for p in paths)}")

@@ -576,8 +576,8 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
     if scores is not None:  # intervals and verdicts need the chosen checkpoints' test predictions
         from orchestrator import report
 
-        analysis = report.build_report(out_dir, log=lambda _: None)
-        report_files = report.write_report(out_dir, analysis)
+        analysis, curves = report.build_report(out_dir, log=lambda _: None)
+        report_files = report.write_report(out_dir, analysis, curves)
         report.log_to_parent_run(out_dir, report_files)
         files += report_files
         print(f"{report.markdown(analysis)}\n")
