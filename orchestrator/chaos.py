@@ -7,7 +7,7 @@ reclaimed spot instance goes, then adds a replacement node, as an autoscaler wou
 counts, from the trials' MLflow runs, Tune's records and the checkpoints: nodes killed, trials retried, epochs
 trained again, runs lost or duplicated (issue 8).
 
-`LoopbackCluster` is also what tests/test_cluster.py and orchestrator/scale.py run their sweeps on.
+The cluster and the sweep's process come from orchestrator/loopback.py, as for the tests and orchestrator/scale.py.
 """
 
 from __future__ import annotations
@@ -16,23 +16,23 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
-# A driver resolves the address 127.0.0.1 to this machine's network address, where a loopback cluster does not
-# listen, unless Ray believes multi-node clusters are off (its switch for macOS and Windows): then 127.0.0.1 stays.
-DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-# Ray's defaults take about 30 s to declare a silent node dead; a dead node's trials wait that long to retry.
-FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
-OBJECT_STORE_BYTES = 80 * 2**20  # per node; Ray's default is 30% of RAM per raylet, and trials pass no objects
-# Process titles of a trial's actor: ray::SweepTrial between calls, ray::ResourceTrainable.train while it trains.
-TRIAL_ACTOR = ("ray::SweepTrial", "ray::ResourceTrainable")
-SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+from orchestrator.loopback import (
+    REPO,
+    TRIAL_ACTOR,
+    LoopbackCluster,
+    conll_slices,
+    data_overrides,
+    launch_sweep,
+    stop_sweep,
+)
+from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+
+SPACE = REPO / "search_spaces" / "smoke.yaml"
 
 EPILOG = """\
 examples:
@@ -47,159 +47,8 @@ when nothing was lost or duplicated and no finished epoch was trained twice, 1 o
 """
 
 
-class LoopbackCluster:
-    """A head node without CPUs and `workers` worker nodes of `cpus` CPUs each, all separate raylets on 127.0.0.1.
-    Use it as a context manager: every process it started is killed on the way out, also after an error."""
-
-    def __init__(self, workers: int = 2, cpus: int = 1):
-        from ray.cluster_utils import Cluster
-
-        self.cpus = cpus
-        self.killed: list[str] = []  # node ids, in the order they were killed
-        node = {"node_ip_address": LOOPBACK, "object_store_memory": OBJECT_STORE_BYTES}
-        head = {**node, "num_cpus": 0, "include_dashboard": False, "_system_config": FAST_NODE_DEATH}
-        self.cluster = Cluster(initialize_head=True, head_node_args=head)
-        self._node = node
-        try:
-            for _ in range(workers):
-                self.add_worker()
-        except BaseException:
-            self.shutdown()
-            raise
-
-    @property
-    def address(self) -> str:
-        return self.cluster.address
-
-    def workers(self) -> dict[str, object]:
-        """Live worker nodes by Ray node id (hex)."""
-        return {node.node_id: node for node in self.cluster.worker_nodes}
-
-    def add_worker(self):
-        return self.cluster.add_node(**self._node, num_cpus=self.cpus)
-
-    def kill_worker(self, node_id: str) -> list[str]:
-        """SIGKILLs the worker's raylet and every process under it at once; returns their names (Ray titles its
-        workers: see TRIAL_ACTOR; ray::IDLE is a spare worker, python one still starting)."""
-        node = self.workers()[node_id]
-        pids = _tree(_node_pids(node))
-        names = [_name(pid) for pid in pids]
-        for pid in pids:
-            _kill(pid)
-        self.cluster.remove_node(node, allow_graceful=False)  # reaps the raylet, forgets the node
-        self.killed.append(node_id)
-        return names
-
-    def shutdown(self) -> None:
-        nodes = list(self.cluster.worker_nodes) + ([self.cluster.head_node] if self.cluster.head_node else [])
-        pids = _tree([pid for node in nodes for pid in _node_pids(node)])
-        try:
-            self.cluster.shutdown()
-        finally:  # whatever outlived Ray's own shutdown (workers of a raylet it killed first)
-            for pid in pids:
-                if _is_ray_process(pid):
-                    _kill(pid)
-
-    def __enter__(self) -> LoopbackCluster:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-
-
-def _node_pids(node) -> list[int]:
-    return [info.process.pid for infos in node.all_processes.values() for info in infos if info.process.poll() is None]
-
-
-def _tree(roots: list[int]) -> list[int]:
-    """The processes `roots` and all their descendants (from /proc), roots first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, queue = [], list(roots)
-    while queue:
-        pid = queue.pop(0)
-        if pid not in found:
-            found.append(pid)
-            queue += children.get(pid, [])
-    return found
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _name(pid: int) -> str:
-    try:
-        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-    except OSError:
-        return "?"
-    return name if name.startswith("ray::") else Path(name.split()[0] if name else "?").name
-
-
-def _is_ray_process(pid: int) -> bool:
-    try:
-        return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def launch_sweep(argv: list, log: Path, profile: Path | None = None) -> subprocess.Popen:
-    """`python -m orchestrator.sweep ARGV` as a driver of a loopback cluster, in a session of its own, output to
-    `log`; under cProfile, writing to `profile`, if given."""
-    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    command = [sys.executable, *profiler, "-m", "orchestrator.sweep", *map(str, argv)]
-    env = {**os.environ, **DRIVER_ENV}
-    return subprocess.Popen(
-        command, cwd=SPACE.parents[1], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def stop_sweep(process: subprocess.Popen) -> None:
-    """Kills the driver if it still runs, and whatever it started in its session."""
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[4]) == process.pid:  # the session id
-                _kill(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-
-
-def conll_slices(directory: Path, train: int, dev: int) -> dict[str, Path]:
-    """The first `train` / `dev` sentences of CoNLL-2003 English (fetched once into the data directory)."""
-    from trainer.config import resolve_data_dir
-    from trainer.data.fetch import fetch_conll2003_en
-
-    source = fetch_conll2003_en(resolve_data_dir(None))
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, count in (("train", train), ("dev", dev), ("test", dev)):
-        blocks = [b for b in source[split].read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
-        paths[split] = directory / f"{split}.txt"
-        paths[split].write_text("\n\n".join(blocks[:count]) + "\n")
-    return paths
-
-
-def data_overrides(paths: dict[str, Path]) -> list[str]:
-    values = {"base.data.dataset": "files", **{f"base.data.{split}_path": p for split, p in paths.items()}}
-    return [option for key, value in values.items() for option in ("--set", f"{key}={value}")]
-
-
 def tune_records(storage: Path) -> dict[str, list[dict]]:
     """Every result Tune recorded per trial key (result.json of each of the key's trial directories)."""
-    from orchestrator.sweep import TUNE_DIR
-
     records: dict[str, list[dict]] = {}
     for path in sorted((storage / TUNE_DIR).glob("*_*/result.json")):
         key = path.parent.name.rsplit("_", 1)[0]
@@ -214,20 +63,18 @@ def tally(out: Path, storage: Path) -> dict:
 
     from orchestrator import tracking
     from orchestrator.space import config_id, trial_key
-    from orchestrator.studies import storage_url
-    from orchestrator.sweep import STATE_FILE
     from orchestrator.trainable import REPLAYED
 
-    state = json.loads((out / STATE_FILE).read_text())
-    client = MlflowClient(state["tracking_uri"])
-    runs = tracking.sweep_runs(client, state["experiment_id"], state["parent_run_id"])
+    state = SweepState.read(out)
+    client = MlflowClient(state.tracking_uri)
+    runs = tracking.sweep_runs(client, state.experiment_id, state.parent_run_id)
     keys = Counter(run.data.tags["trial_key"] for run in runs)
     expected, optuna_gaps = set(), []
-    studies = state.get("optuna_storage", storage_url(out))  # the default: one study per group, named after it
+    studies = state.optuna_storage  # the default: the sweep's own file, one study per group, named after it
     for summary in optuna.get_all_study_summaries(studies):
         study = optuna.load_study(study_name=summary.study_name, storage=studies)
         for trial in study.trials:
-            restarts = json.loads(state["fingerprint"])["restarts"] if trial.state.name == "COMPLETE" else 1
+            restarts = json.loads(state.fingerprint)["restarts"] if trial.state.name == "COMPLETE" else 1
             expected |= {trial_key(summary.study_name, trial.number, r) for r in range(restarts)}
             steps = sorted(trial.intermediate_values)
             if steps != list(range(1, len(steps) + 1)):
@@ -289,12 +136,11 @@ def running_on(out: Path, node_id: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     from orchestrator import tracking
-    from orchestrator.sweep import STATE_FILE
 
-    if not (out / STATE_FILE).exists():
+    state = SweepState.load(out)
+    if state is None:
         return []
-    state = json.loads((out / STATE_FILE).read_text())
-    runs = tracking.sweep_runs(MlflowClient(state["tracking_uri"]), state["experiment_id"], state["parent_run_id"])
+    runs = tracking.sweep_runs(MlflowClient(state.tracking_uri), state.experiment_id, state.parent_run_id)
     return [
         run.data.tags["trial_key"]
         for run in runs
@@ -369,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_sweep(sweep)
         seconds = time.monotonic() - started
-    if not (out / "summary.json").exists():
+    if not (out / f"{SUMMARY_STEM}.json").exists():
         print(f"the sweep ended without a summary (exit status {sweep.returncode}); see {log}", file=sys.stderr)
         return 1
     counts = tally(out, storage)

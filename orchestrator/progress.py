@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from orchestrator.studies import Studies
 from orchestrator.trainable import REPLAYED
+from orchestrator.trials import Fate, TrialMeta, fate
 
 
 class TrialLines(Callback):
@@ -42,12 +43,13 @@ class TrialLines(Callback):
             self._epochs_trained += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        meta = trial.config["sweep"]
-        epoch = trial.last_result.get("epoch", 0)
+        epoch = int(trial.last_result.get("epoch", 0))
         best = trial.metric_analysis.get(self.metric, {}).get(self.mode)
         score = f" (best {self.metric} {best:.2f})" if best is not None else ""
-        pruned = self._pruned[trial.trial_id] = self.studies.pruned(meta)
-        self._line(trial, trials, f"PRUNED at epoch {epoch}{score}" if pruned else f"done after epoch {epoch}{score}")
+        ended = fate(TrialMeta.of(trial.config), False, epoch, self.epochs, self.studies)
+        self._pruned[trial.trial_id] = ended == Fate.PRUNED
+        what = {Fate.PRUNED: f"PRUNED at epoch {epoch}", Fate.COMPLETE: f"done after epoch {epoch}"}
+        self._line(trial, trials, what.get(ended, f"stopped after epoch {epoch}") + score)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._pruned[trial.trial_id] = False
@@ -56,7 +58,7 @@ class TrialLines(Callback):
     def _line(self, trial, trials, what: str) -> None:
         started = self._started.pop(trial.trial_id, None)
         took = f" [{time.monotonic() - started:.0f}s]" if started is not None else ""
-        print(f"trial {trial.config['sweep']['key']:<36} {what}{took}  {self.standing(trials)}", flush=True)
+        print(f"trial {TrialMeta.of(trial.config).key:<36} {what}{took}  {self.standing(trials)}", flush=True)
 
     def standing(self, trials) -> str:
         """'[finished/planned trials, pruned, elapsed, left]'. A pruned first restart cancels its configuration's
@@ -64,7 +66,7 @@ class TrialLines(Callback):
         finished = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR") or t.trial_id in self._pruned}
         for t in trials:
             if t.trial_id in finished and t.trial_id not in self._pruned:  # finished in an earlier session
-                self._pruned[t.trial_id] = self.studies.pruned(t.config["sweep"])
+                self._pruned[t.trial_id] = self.studies.pruned(TrialMeta.of(t.config))
         pruned = sum(self._pruned[trial_id] for trial_id in finished)
         planned = self.configurations * self.restarts - pruned * (self.restarts - 1)
         running_epochs = sum(int(t.last_result.get("epoch", 0)) for t in trials if t.trial_id not in finished)

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from orchestrator.studies import Studies
+from orchestrator.trials import TrialMeta
 
 
 class OptunaPruningScheduler(FIFOScheduler):
@@ -34,16 +35,16 @@ class OptunaPruningScheduler(FIFOScheduler):
         self.epochs = studies.space.epochs
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        meta = trial.config["sweep"]
-        if meta["restart"] != 0:
+        meta = TrialMeta.of(trial.config)
+        if not meta.is_scout:
             return TrialScheduler.CONTINUE
         if self.metric_name not in result:
             raise KeyError(
-                f"trial {meta['key']} reported no {self.metric_name!r} (it reported {sorted(result)}); "
+                f"trial {meta.key} reported no {self.metric_name!r} (it reported {sorted(result)}); "
                 "fix metric.name in the search space"
             )
         epoch = int(result["epoch"])
-        group, number = meta["group"], meta["number"]
+        group, number = meta.group, meta.number
         configuration = self.studies.frozen(group, number)
         if configuration.state == TrialState.PRUNED:
             # Pruned before its driver was killed, and resumed from an experiment saved earlier: it repeats

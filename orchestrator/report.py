@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator import plots
-from orchestrator.selection import SUMMARY_STEM, TEST_RECORD
+from orchestrator.outdir import REPORT_DIR, REPORT_STEM, SUMMARY_STEM, TEST_RECORD, StateError, SweepState
 from orchestrator.significance import Resamples, interval, paired_comparison
 
-REPORT_DIR = "report"
 BASELINE_PROCEDURE = "ce"
 
 
@@ -108,7 +107,7 @@ def _test_statistics(checkpoint_dir: str) -> dict:
 
 def _curves(out_dir: Path) -> list:
     state = _sweep_state(out_dir)
-    return plots.read_curves(state["tracking_uri"], state["experiment_id"], state["parent_run_id"])
+    return plots.read_curves(state.tracking_uri, state.experiment_id, state.parent_run_id)
 
 
 def _last_diagnostics(curve) -> dict:
@@ -207,7 +206,7 @@ def _p_text(p_value: float | None) -> str:
 
 def write_report(out_dir: Path, report: dict, curves: list) -> list[Path]:
     """report.md, report.json and the figures (report/*.png, curves read from the sweep's MLflow runs)."""
-    paths = [out_dir / "report.md", out_dir / "report.json"]
+    paths = [out_dir / f"{REPORT_STEM}.md", out_dir / f"{REPORT_STEM}.json"]
     paths[0].write_text(markdown(report) + "\n")
     paths[1].write_text(json.dumps(report, indent=2) + "\n")
     figures = out_dir / REPORT_DIR
@@ -221,17 +220,20 @@ def write_report(out_dir: Path, report: dict, curves: list) -> list[Path]:
     return paths
 
 
-def _sweep_state(out_dir: Path) -> dict:
-    return _read_json(out_dir / "sweep.json", "sweep state")
+def _sweep_state(out_dir: Path) -> SweepState:
+    try:
+        return SweepState.read(out_dir)
+    except StateError as error:
+        raise ReportError(str(error)) from None
 
 
 def log_to_parent_run(out_dir: Path, paths: list[Path]) -> None:
     from mlflow.tracking import MlflowClient
 
     state = _sweep_state(out_dir)
-    client = MlflowClient(state["tracking_uri"])
+    client = MlflowClient(state.tracking_uri)
     for path in paths:
-        client.log_artifact(state["parent_run_id"], str(path), artifact_path="report")
+        client.log_artifact(state.parent_run_id, str(path), artifact_path=REPORT_DIR)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """`python -m orchestrator.scale`: how much the sweep's driver costs per trial, and what grows with the trials.
 
 Runs N one-epoch trials of a tiny NER model (random learning rates, one group, one restart, no pruning) on a
-loopback Ray cluster (orchestrator.chaos.LoopbackCluster) with the sweep's driver under cProfile, once per
+loopback Ray cluster (orchestrator.loopback.LoopbackCluster) with the sweep's driver under cProfile, once per
 size given. Reports per size:
 
 - the sweep efficiency, trainer seconds ÷ (wall × trials at once), and the slot time per trial that is not
@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.chaos import LoopbackCluster, conll_slices, data_overrides, launch_sweep, stop_sweep
+from orchestrator.loopback import LoopbackCluster, conll_slices, data_overrides, launch_sweep, stop_sweep
+from orchestrator.outdir import SweepState
 
 EPILOG = """\
 examples:
@@ -130,7 +131,7 @@ def run_size(cluster, out_root: Path, trials: int, workers: int, data: dict, tim
             *data_overrides(data)]  # fmt: skip
     print(f"\n{trials} trials: {log}", flush=True)
     started = time.monotonic()
-    process = launch_sweep(argv, log, profile)
+    process = launch_sweep(argv, log, profile=profile)
     try:
         process.wait(timeout=timeout)
     except Exception:
@@ -149,10 +150,8 @@ def efficiency(out: Path) -> dict:
     """The session's figures the sweep logged on its MLflow run (tracking.log_efficiency)."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.sweep import STATE_FILE
-
-    state = json.loads((out / STATE_FILE).read_text())
-    metrics = MlflowClient(state["tracking_uri"]).get_run(state["parent_run_id"]).data.metrics
+    state = SweepState.read(out)
+    metrics = MlflowClient(state.tracking_uri).get_run(state.parent_run_id).data.metrics
     return {name: metrics[f"sweep_{name}"] for name in ("efficiency", "trainer_seconds", "wall_seconds")}
 
 

@@ -10,7 +10,6 @@ configurations.png and curves.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator import tracking
+from orchestrator.outdir import StateError, SweepState
 
 SERVER_START_SECONDS = 300  # an MLflow server takes 30-60 s to answer on a busy 2-core machine
 RENDER_SECONDS = 240
@@ -89,20 +89,18 @@ def render(chromium: str, url: str, path: Path, size: str = "1800,1100") -> Path
 
 
 def take(out_dir: Path, to: Path, chromium: str) -> list[Path]:
-    state_file = out_dir / "sweep.json"
-    if not state_file.is_file():
-        raise ScreenshotError(f"{state_file} not found: {out_dir} holds no sweep")
-    state = json.loads(state_file.read_text())
-    if "parent_run_id" not in state:
-        raise ScreenshotError(f"{out_dir}: the sweep has not started its MLflow runs yet")
+    try:
+        state = SweepState.read(out_dir)
+    except StateError as error:
+        raise ScreenshotError(str(error)) from None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(state["tracking_uri"])
-    configurations = tracking.sweep_runs(client, state["experiment_id"], state["parent_run_id"], tracking.CONFIGURATION)
-    metric = client.get_run(state["parent_run_id"]).data.params.get("metric", "dev_score")
+    client = MlflowClient(state.tracking_uri)
+    configurations = tracking.sweep_runs(client, state.experiment_id, state.parent_run_id, tracking.CONFIGURATION)
+    metric = client.get_run(state.parent_run_id).data.params.get("metric", "dev_score")
     to.mkdir(parents=True, exist_ok=True)
-    with ui_server(state["tracking_uri"]) as base:
-        links = tracking.ui_links(base, state["experiment_id"], [run.info.run_id for run in configurations], metric)
+    with ui_server(state.tracking_uri) as base:
+        links = tracking.ui_links(base, state.experiment_id, [run.info.run_id for run in configurations], metric)
         return [render(chromium, url, to / f"{name}.png") for name, url in links.items()]
 
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from orchestrator.space import SearchSpace, config_id, trial_key
+from orchestrator.space import SearchSpace, config_id
 from orchestrator.studies import Studies
+from orchestrator.trials import TrialMeta, trial_config
 
 
 @dataclass
@@ -74,19 +75,9 @@ class RestartSearcher(Searcher):
         return self.trial_config(configuration, restart)
 
     def trial_config(self, configuration: Configuration, restart: int) -> dict:
-        group, number = configuration.group, configuration.number
-        return {
-            "trainer": self.space.trainer_tree(group, configuration.params, restart),
-            "sweep": {
-                "group": group,
-                "number": number,
-                "config_id": configuration.config_id,
-                "restart": restart,
-                "key": trial_key(group, number, restart),
-                "params": dict(configuration.params),
-                "cpus": self.space.resources.cpus,
-            },
-        }
+        group, number, params = configuration.group, configuration.number, dict(configuration.params)
+        meta = TrialMeta(group, number, restart, params, self.space.resources.cpus)
+        return trial_config(self.space.trainer_tree(group, params, restart), meta)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.state.trials:

@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from orchestrator.outdir import SUMMARY_STEM, TEST_RECORD
 from orchestrator.space import SearchSpace
-
-TEST_RECORD = "test_scores.json"
-SUMMARY_STEM = "summary"
+from orchestrator.trials import Fate
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Outcome:
     seed: int
     params: dict
     rows: list[str]
-    state: str  # COMPLETE, PRUNED, FAILED, UNFINISHED
+    state: Fate
     epochs: int = 0
     best_dev: float | None = None
     best_epoch: int | None = None
@@ -72,12 +71,12 @@ def choose(space: SearchSpace, outcomes: list[Outcome]) -> dict[str, Choice]:
             outcome=None,
             configurations=len({o.config_id for o in members}),
             trials=len(members),
-            pruned=sum(o.state == "PRUNED" for o in members),
-            failed=sum(o.state == "FAILED" for o in members),
+            pruned=sum(o.state == Fate.PRUNED for o in members),
+            failed=sum(o.state == Fate.FAILED for o in members),
         )
-        eligible = [o for o in members if o.state == "COMPLETE" and o.best_dev is not None]
+        eligible = [o for o in members if o.state == Fate.COMPLETE and o.best_dev is not None]
         if not eligible:
-            eligible = [o for o in members if o.state == "PRUNED" and o.best_dev is not None]
+            eligible = [o for o in members if o.state == Fate.PRUNED and o.best_dev is not None]
             choice.note = "only pruned trials" if eligible else "no finished trial"
         by_config: dict[str, list[Outcome]] = {}
         for outcome in eligible:
@@ -91,7 +90,7 @@ def choose(space: SearchSpace, outcomes: list[Outcome]) -> dict[str, Choice]:
             choice.outcome = min(restarts, key=lambda o: (-sign * o.best_dev, o.restart))
             choice.config_mean_dev = statistics.fmean(o.best_dev for o in restarts)
             choice.config_restarts = len(restarts)
-            choice.planned_restarts = 1 if choice.outcome.state == "PRUNED" else space.restarts
+            choice.planned_restarts = 1 if choice.outcome.state == Fate.PRUNED else space.restarts
             if choice.config_restarts < choice.planned_restarts:
                 choice.note = f"mean over {choice.config_restarts} of {choice.planned_restarts} restarts"
         choices[row] = choice

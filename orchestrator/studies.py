@@ -22,14 +22,16 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from orchestrator.databases import DatabaseError, check_database
+from orchestrator.outdir import OPTUNA_DB
 from orchestrator.space import FloatRange, IntRange, SearchSpace
+from orchestrator.trials import TrialMeta
 
-STORAGE_FILE = "optuna.db"
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from the sweep, not from Optuna
 
 
 def storage_url(out_dir: Path) -> str:
-    return f"sqlite:///{Path(out_dir).resolve() / STORAGE_FILE}"
+    return f"sqlite:///{Path(out_dir).resolve() / OPTUNA_DB}"
 
 
 class StorageError(ValueError):
@@ -56,33 +58,14 @@ def resolve_storage(flag: str | None, out_dir: Path) -> str:
     return flag
 
 
-def check_storage(url: str, timeout: int = 5) -> None:
-    """Raises StorageError unless the database at `url` takes a connection within `timeout` seconds, so that a
-    wrong host, password or missing driver refuses the sweep before anything is written. The sweep's own SQLite
-    file is created on first use."""
-    if url.startswith("sqlite:"):
-        return
-    parsed = sqlalchemy.engine.make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
-    options = {"connect_timeout": timeout} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+def check_storage(url: str) -> None:
+    """Raises StorageError unless the database at `url` takes a connection within seconds, so that a wrong host,
+    password or missing driver refuses the sweep before anything is written. The sweep's own SQLite file is
+    created on first use."""
     try:
-        engine = sqlalchemy.create_engine(url, connect_args=options, poolclass=sqlalchemy.pool.NullPool)
-    except ImportError as error:
-        raise StorageError(
-            f"--optuna-storage {shown}: its database driver is not installed ({error}); "
-            "pip install 'dss-sweep[team]' installs PostgreSQL's (psycopg)"
-        ) from None
-    try:
-        with engine.connect():
-            pass
-    except sqlalchemy.exc.DBAPIError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise StorageError(
-            f"--optuna-storage {shown}: cannot connect ({reason}); PostgreSQL takes the password from PGPASSWORD "
-            "or ~/.pgpass"
-        ) from None
-    finally:
-        engine.dispose()
+        check_database(url, "--optuna-storage")
+    except DatabaseError as error:
+        raise StorageError(str(error)) from None
 
 
 def study_prefix(url: str, out_dir: Path, space_name: str, sweep_run_id: str) -> str:
@@ -207,9 +190,9 @@ class Studies:
             trial.report(value, step=epoch)
         return check and trial.should_prune()
 
-    def pruned(self, meta: dict) -> bool:
-        """Whether a Tune trial (by its config's sweep metadata) was stopped by the pruner."""
-        return meta["restart"] == 0 and self.state(meta["group"], meta["number"]) == TrialState.PRUNED
+    def pruned(self, meta: TrialMeta) -> bool:
+        """Whether a Tune trial was stopped by the pruner (only scouts are: pruning.py)."""
+        return meta.is_scout and self.state(meta.group, meta.number) == TrialState.PRUNED
 
     def tell(self, group: str, number: int, state: TrialState, value: float | None = None) -> None:
         """Finishes a configuration's Optuna trial once; later calls for the same trial do nothing."""

@@ -14,14 +14,18 @@ Ray, Optuna and MLflow are imported where they are first needed, so that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
+from orchestrator.outdir import TUNE_DIR, DriverLock, OutDirBusy, StateError, SweepState
 from orchestrator.space import (
     SearchSpace,
     SpaceError,
@@ -31,9 +35,7 @@ from orchestrator.space import (
     load_space,
     validated_flat_config,
 )
-
-STATE_FILE = "sweep.json"  # what a resumed sweep must agree with: the space, the tracking store, the runs
-TUNE_DIR = "ray"  # the Tune experiment inside the storage path
+from orchestrator.trials import Fate
 
 EPILOG = """\
 examples:
@@ -43,15 +45,17 @@ examples:
   python -m orchestrator.sweep search_spaces/ner.yaml --address auto --storage s3://bucket/sweeps  # on a cluster node
   python -m orchestrator.sweep search_spaces/ner_paper.yaml --set base.data.train_path=/data/deu.train ...
 
-Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once stops it
-cleanly; a killed driver resumes too): finished trials are not run again, trials in flight go on from
-their newest checkpoint in the storage, and no MLflow run is duplicated. The output directory
-holds summary.md/.csv/.json, test_scores.json, mlflow.db (unless --tracking-uri), optuna.db (unless
---optuna-storage) and the Ray Tune experiment (ray/, one directory per trial with its last checkpoint:
-best.pt, last.pt).
-Exit status: 0 done, 1 a row without a finished trial or a failure, 2 bad search space or options, an
---out holding another sweep, or a tracking server or --address cluster that does not answer (all checked
-before anything is written, --dry-run included), 130 interrupted.
+Rerunning the same command on the same --out continues an interrupted sweep (Ctrl-C once, or SIGTERM,
+stops it cleanly; a killed driver resumes too): finished trials are not run again, trials in flight go on
+from their newest checkpoint in the storage, and no MLflow run is duplicated. One driver at a time owns an
+--out: a second one is refused while the first runs. The output directory holds summary.md/.csv/.json,
+test_scores.json, mlflow.db (unless --tracking-uri), optuna.db (unless --optuna-storage), driver.lock and
+the Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
+python -m orchestrator.pause OUT holds the trials at their next epoch boundary (--resume lets them go on).
+Exit status: 0 done, 1 a row without a finished trial, a failure or a full disk, 2 bad search space or
+options, an --out holding another sweep or in use by another driver, or a tracking store, Optuna storage
+or --address cluster that does not answer (all checked before anything is written, --dry-run included),
+130 interrupted (Ctrl-C), 143 stopped by SIGTERM.
 """
 
 
@@ -130,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="choose on dev but do not score on test (the test split need not exist); rerun without it later",
     )
+    parser.add_argument(
+        "--pause-after-epoch",
+        type=int_at_least(0),
+        default=None,
+        metavar="N",
+        help="start paused: every trial holds once it has trained N epochs, until python -m orchestrator.pause OUT "
+        "--resume (or --release KEY for some of them)",
+    )
     return parser
 
 
@@ -160,14 +172,74 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(plan_text(space, args.space))
         return 0
+    from orchestrator.disk import disk_full
+
+    terminated: list[int] = []
     try:
-        return run_sweep(space, args, out_dir, state, resuming)
+        with stopping_on_sigterm(terminated), owning(out_dir, state):
+            code = run_sweep(space, args, out_dir, state, resuming)
+        return 143 if terminated and code == 130 else code
     except SweepSetupError as error:  # what only the tracking server could tell (e.g. a user who may not write)
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to resume the sweep in {out_dir}", file=sys.stderr)
-        return 130
+        return 143 if terminated else 130
+    except Exception as error:
+        if not disk_full(error):
+            raise
+        from orchestrator.disk import DiskFull
+
+        print(f"error: {DiskFull.of(error, out_dir, state.storage)}", file=sys.stderr)
+        return 1
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm(received: list[int]):
+    """SIGTERM (kill, systemd, Kubernetes) stops the sweep as Ctrl-C does: it goes to whatever handles SIGINT at
+    that moment (Tune's graceful stop while trials run, else KeyboardInterrupt), and `received` gets the signal's
+    number, so that the exit status can say 143. (Ray's driver installs a native SIGTERM handler that dumps a
+    stack and exits; connect_ray puts this one back.) Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame) -> None:
+        received.append(signum)
+        interrupt = signal.getsignal(signal.SIGINT)
+        if callable(interrupt):
+            interrupt(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class owning:
+    """Holds the output directory's driver lock for the sweep's run (outdir.DriverLock). Taken once everything
+    has been checked, so a refused command leaves nothing behind; a sweep started in the same --out between the
+    check and the lock is noticed here too."""
+
+    def __init__(self, out_dir: Path, state: SweepState):
+        self.lock, self.out_dir, self.state = DriverLock(out_dir), out_dir, state
+
+    def __enter__(self) -> None:
+        try:
+            self.lock.acquire()
+            if self.state.parent_run_id is None and SweepState.load(self.out_dir) is not None:
+                self.lock.release()
+                raise SweepSetupError(f"{self.out_dir}: another sweep started in it meanwhile; rerun to resume it")
+        except OutDirBusy as error:
+            raise SweepSetupError(f"{error}; wait for it to end, or stop it (Ctrl-C) and rerun") from None
+        except StateError as error:
+            raise SweepSetupError(str(error)) from None
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
 
 
 def plan_text(space: SearchSpace, path: Path) -> str:
@@ -206,11 +278,11 @@ def plan_text(space: SearchSpace, path: Path) -> str:
     return "\n".join(lines)
 
 
-def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tuple[dict, bool]:
+def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tuple[SweepState, bool]:
     """Everything besides the space that can refuse the command, checked before anything is written or started
-    (--dry-run included): the Ray address, the sweep already in `out_dir`, the tracking server, the Optuna
-    storage. Returns the sweep's state (the interrupted sweep's, or a new one without MLflow ids yet) and whether
-    it resumes."""
+    (--dry-run included): the Ray address, the sweep already in `out_dir`, the trial storage, the tracking store,
+    the Optuna storage. Returns the sweep's state (the interrupted sweep's, or a new one without MLflow ids yet)
+    and whether it resumes."""
     from orchestrator import studies, tracking
 
     if args.address and args.address.startswith("ray://"):
@@ -222,53 +294,83 @@ def preflight(space: SearchSpace, args: argparse.Namespace, out_dir: Path) -> tu
         )
     if args.address:
         check_ray_address(args.address)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SweepSetupError(f"--out {out_dir}: a file, not a directory")
     tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri, out_dir)
-    storage = args.storage or str(out_dir)
-    state = load_state(out_dir)
+    storage = resolve_storage(args.storage, out_dir)
+    try:
+        state = SweepState.load(out_dir)
+    except StateError as error:
+        raise SweepSetupError(str(error)) from None
     if state is None and args.resume:
         raise SweepSetupError(f"--resume: {out_dir} holds no sweep to resume")
     try:
         optuna_storage = studies.resolve_storage(args.optuna_storage, out_dir)
         if state is not None:
-            state.setdefault("optuna_storage", studies.storage_url(out_dir))  # recorded since --optuna-storage
             check_same_sweep(state, space, tracking_uri, storage, optuna_storage, out_dir)
-        tracking.check_server(tracking_uri)
-        studies.check_storage(optuna_storage)
-    except (tracking.TrackingServerError, studies.StorageError) as error:
+        if tracking_uri != tracking.default_tracking_uri(out_dir):  # the default is created with the folder
+            tracking.check_store(tracking_uri)
+        if optuna_storage != studies.storage_url(out_dir):
+            studies.check_storage(optuna_storage)
+    except (tracking.TrackingStoreError, studies.StorageError) as error:
         raise SweepSetupError(str(error)) from None
     if state is not None:
         return state, True
-    new = {"space_file": str(args.space), "fingerprint": space.fingerprint(), "tracking_uri": tracking_uri}
-    return {**new, "storage": storage, "optuna_storage": optuna_storage}, False
+    return SweepState(str(args.space), space.fingerprint(), tracking_uri, storage, optuna_storage), False
+
+
+def resolve_storage(flag: str | None, out_dir: Path) -> str:
+    """Tune's storage path: --storage (a URI such as s3://bucket/prefix, or a directory, made absolute: trials
+    run in folders of their own), else the output directory."""
+    import pyarrow
+    import pyarrow.fs
+
+    if flag is None:
+        return str(out_dir)
+    if not flag.strip():
+        raise SweepSetupError("--storage: empty; give a directory or a URI such as s3://bucket/prefix")
+    if "://" not in flag:
+        path = Path(flag).expanduser().resolve()
+        existing = next(parent for parent in (path, *path.parents) if parent.exists())
+        if not existing.is_dir():
+            raise SweepSetupError(f"--storage {flag}: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK):
+            raise SweepSetupError(f"--storage {flag}: {existing} is not writable")
+        return str(path)
+    try:
+        pyarrow.fs.FileSystem.from_uri(flag)
+    except (pyarrow.ArrowException, ValueError) as error:
+        raise SweepSetupError(f"--storage {flag}: not a storage URI Ray Tune can use ({error})") from None
+    return flag
 
 
 def check_same_sweep(
-    state: dict, space: SearchSpace, tracking_uri: str, storage: str, optuna_storage: str, out_dir: Path
+    state: SweepState, space: SearchSpace, tracking_uri: str, storage: str, optuna_storage: str, out_dir: Path
 ) -> None:
     """A rerun continues the sweep in `out_dir` only with the same space, tracking store, trial storage and
     Optuna storage."""
-    if state["fingerprint"] != space.fingerprint():
-        changes = "\n".join(f"  {line}" for line in space_changes(state["fingerprint"], space.fingerprint()))
+    if state.fingerprint != space.fingerprint():
+        changes = "\n".join(f"  {line}" for line in space_changes(state.fingerprint, space.fingerprint()))
         raise SweepSetupError(
             f"{out_dir} holds a sweep of another search space (or other --set values), and a resumed sweep cannot "
             f"change which trials run. What differs (there -> now):\n{changes}\nUse a new --out for this space, or "
-            f"rerun with the space file and --set values of the sweep in {out_dir} ({state['space_file']}) to "
+            f"rerun with the space file and --set values of the sweep in {out_dir} ({state.space_file}) to "
             "continue it."
         )
-    if state["tracking_uri"] != tracking_uri:
+    if state.tracking_uri != tracking_uri:
         raise SweepSetupError(
-            f"{out_dir} tracks its sweep to {state['tracking_uri']}, not {tracking_uri}: rerun with "
-            f"--tracking-uri {state['tracking_uri']}, or use a new --out"
+            f"{out_dir} tracks its sweep to {state.tracking_uri}, not {tracking_uri}: rerun with "
+            f"--tracking-uri {state.tracking_uri}, or use a new --out"
         )
-    if state["storage"] != storage:
+    if state.storage != storage:
         raise SweepSetupError(
-            f"{out_dir} keeps its trials in {state['storage']}, not {storage}: rerun with --storage "
-            f"{state['storage']}, or use a new --out"
+            f"{out_dir} keeps its trials in {state.storage}, not {storage}: rerun with --storage "
+            f"{state.storage}, or use a new --out"
         )
-    if state["optuna_storage"] != optuna_storage:
-        again = "" if state["optuna_storage"].startswith("sqlite:") else f"--optuna-storage {state['optuna_storage']}"
+    if state.optuna_storage != optuna_storage:
+        again = "" if state.optuna_storage.startswith("sqlite:") else f"--optuna-storage {state.optuna_storage}"
         raise SweepSetupError(
-            f"{out_dir} keeps its Optuna studies in {state['optuna_storage']}, not {optuna_storage}: rerun with "
+            f"{out_dir} keeps its Optuna studies in {state.optuna_storage}, not {optuna_storage}: rerun with "
             f"{again or 'no --optuna-storage'}, or use a new --out"
         )
 
@@ -284,86 +386,46 @@ def space_changes(before: str, after: str) -> list[str]:
     return [f"{key}: {shown(old, key)} -> {shown(new, key)}" for key in keys if shown(old, key) != shown(new, key)]
 
 
-STATE_KEYS = ("space_file", "fingerprint", "tracking_uri", "experiment_id", "parent_run_id", "storage")
-
-
-def load_state(out_dir: Path) -> dict | None:
-    """The sweep recorded in `out_dir`, None if there is none. Raises SweepSetupError if the record is damaged:
-    only it says which search space, MLflow runs and trial storage the folder's trials belong to."""
-    path = out_dir / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
-        damage = f"not readable as JSON: {error}"
-    else:
-        damage = state_damage(state)
-    if damage:
-        raise SweepSetupError(
-            f"{path}: damaged ({damage}); it records which search space, MLflow runs and trial storage the sweep "
-            f"in {out_dir} belongs to, so the sweep cannot continue without it. Restore the file, or start over "
-            "with a new --out."
-        )
-    return state
-
-
-def state_damage(state) -> str:
-    """What is wrong with a parsed sweep.json, '' if nothing."""
-    if not isinstance(state, dict):
-        return "not a JSON object"
-    missing = [key for key in STATE_KEYS if not isinstance(state.get(key), str)]
-    if missing:
-        return f"no {', '.join(missing)}"
-    try:
-        json.loads(state["fingerprint"])  # compared setting by setting with the space's
-    except ValueError:
-        return "its fingerprint is not JSON"
-    return ""
-
-
-def save_state(out_dir: Path, state: dict) -> None:
-    partial = out_dir / (STATE_FILE + ".partial")
-    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    partial.replace(out_dir / STATE_FILE)
-
-
-def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict, resuming: bool) -> int:
+def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: SweepState, resuming: bool) -> int:
     from orchestrator import tracking
+    from orchestrator.pause import Pause, PauseFile
 
     started = time.monotonic()
-    tracking_uri = state["tracking_uri"]
+    tracking_uri = state.tracking_uri
     if resuming:
         print(f"resuming the sweep in {out_dir}", flush=True)
     else:
         try:
-            state["experiment_id"] = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
-        except tracking.TrackingServerError as error:
+            state.experiment_id = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
+        except tracking.TrackingStoreError as error:
             raise SweepSetupError(str(error)) from None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state["parent_run_id"] = tracking.start_parent_run(
-            tracking_uri, state["experiment_id"], space, args.space, out_dir
-        )
-        save_state(out_dir, state)
-    tracking.set_run_status(tracking_uri, state["parent_run_id"], "RUNNING")
+        state.parent_run_id = tracking.start_parent_run(tracking_uri, state.experiment_id, space, args.space, out_dir)
+        state.save(out_dir)
+    tracking.set_run_status(tracking_uri, state.parent_run_id, "RUNNING")
+    pause = PauseFile.of_storage(state.storage)
+    if args.pause_after_epoch is not None:
+        pause.write(Pause(args.pause_after_epoch))
+    if (held := pause.read()) is not None:
+        print(f"{held.describe()} (python -m orchestrator.pause {out_dir} --resume lets them go on)", flush=True)
 
     outcomes, studies, metric, efficiency = run_trials(space, args, out_dir, state)
     missing = unfinished(space, studies, outcomes)
     if missing:
-        tracking.set_run_status(tracking_uri, state["parent_run_id"], "KILLED")
+        tracking.set_run_status(tracking_uri, state.parent_run_id, "KILLED")
         print(f"\nsweep interrupted ({missing}); rerun the same command to resume it in {out_dir}", file=sys.stderr)
         return 130
     print(efficiency.line(), flush=True)
-    tracking.log_efficiency(tracking_uri, state["parent_run_id"], efficiency)
+    tracking.log_efficiency(tracking_uri, state.parent_run_id, efficiency)
     return select_and_report(space, args, out_dir, state, outcomes, metric, time.monotonic() - started)
 
 
-def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: dict):
+def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: SweepState):
     """Runs (or resumes) the Tune experiment; returns every trial's Outcome, the Optuna studies, the metric's
     name and how busy this session kept the trial slots."""
     import ray
     from ray import tune
 
+    from orchestrator.disk import StopOnDiskFull, keeping_back_trial_tracebacks
     from orchestrator.progress import TrialLines, sweep_efficiency
     from orchestrator.pruning import OptunaPruningScheduler
     from orchestrator.searcher import RestartSearcher
@@ -375,8 +437,8 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     # every trial checkpoint (num_to_keep=1) is what keeps a resumed sweep consistent, so do not warn about it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    url = state["optuna_storage"]
-    studies = Studies(url, space, study_prefix(url, out_dir, space.name, state["parent_run_id"]))
+    url = state.optuna_storage
+    studies = Studies(url, space, study_prefix(url, out_dir, space.name, state.parent_run_id))
     studies.create_all()
     if studies.prefix:
         print(f"Optuna studies {studies.prefix}*: optuna-dashboard {url}", flush=True)
@@ -384,7 +446,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     try:
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
         trainable = tune.with_resources(SweepTrial, resources)
-        experiment = f"{state['storage'].rstrip('/')}/{TUNE_DIR}"
+        experiment = f"{state.storage.rstrip('/')}/{TUNE_DIR}"
         concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
         # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises
         # them behind worker start-up. The searcher itself keeps to `concurrency`.
@@ -392,9 +454,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
         if tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
         else:
-            tracker = MlflowTrials(
-                state["tracking_uri"], state["experiment_id"], state["parent_run_id"], space, studies
-            )
+            tracker = MlflowTrials(state.tracking_uri, state.experiment_id, state.parent_run_id, space, studies)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
@@ -409,16 +469,17 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                 ),
                 run_config=tune.RunConfig(
                     name=TUNE_DIR,
-                    storage_path=state["storage"],
+                    storage_path=state.storage,
                     verbose=0,
-                    callbacks=[tracker, TrialLines(studies)],
+                    callbacks=[StopOnDiskFull(), tracker, TrialLines(studies)],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # it holds best.pt and last.pt
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 ),
             )
             print(f"running up to {concurrency} trial(s) at once; output in {out_dir}", flush=True)
         started, clock = time.time(), time.monotonic()
-        results = tuner.fit()
+        with keeping_back_trial_tracebacks():
+            results = tuner.fit()
         efficiency = sweep_efficiency(results, started, time.monotonic() - clock, concurrency)
         return collect_outcomes(results, space, studies), studies, task_metric(results, space), efficiency
     finally:
@@ -433,10 +494,13 @@ def connect_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     options = {"logging_level": logging.WARNING, "log_to_driver": False}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, **options)
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)  # over the native handler Ray's driver installs
     return True
 
 
@@ -481,28 +545,23 @@ def fitting_trials(space: SearchSpace) -> int:
 
 def collect_outcomes(results, space: SearchSpace, studies) -> list:
     from orchestrator.selection import Outcome
+    from orchestrator.trials import TrialMeta, fate, trainer_tree
 
     outcomes = []
     metric = space.metric.name
     for result in results:
-        config = result.config
-        meta = config["sweep"]
+        meta = TrialMeta.of(result.config)
+        tree = trainer_tree(result.config)
         epochs = int(result.metrics.get("epoch") or 0)
-        if result.error is not None:
-            status = "FAILED"
-        elif studies.pruned(meta):
-            status = "PRUNED"
-        else:  # (Tune's own 'done' flag does not survive a restored experiment)
-            status = "COMPLETE" if epochs >= space.epochs else "UNFINISHED"
         outcome = Outcome(
-            key=meta["key"],
-            group=meta["group"],
-            config_id=meta["config_id"],
-            restart=meta["restart"],
-            seed=config["trainer"]["seed"],
-            params=meta["params"],
-            rows=space.rows_of(validated_flat_config(config["trainer"], f"trial {meta['key']}")),
-            state=status,
+            key=meta.key,
+            group=meta.group,
+            config_id=meta.config_id,
+            restart=meta.restart,
+            seed=tree["seed"],
+            params=meta.params,
+            rows=space.rows_of(validated_flat_config(tree, f"trial {meta.key}")),
+            state=fate(meta, result.error is not None, epochs, space.epochs, studies),
             epochs=epochs,
             checkpoint=result.checkpoint,
             checkpoint_dir=result.checkpoint.path if result.checkpoint is not None else None,
@@ -528,7 +587,7 @@ def task_metric(results, space: SearchSpace) -> str:
 
 def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
     """'' when every planned trial has finished; else what is missing (the sweep was interrupted)."""
-    open_trials = sum(o.state == "UNFINISHED" for o in outcomes)
+    open_trials = sum(o.state == Fate.UNFINISHED for o in outcomes)
     if open_trials:
         return f"{open_trials} trial(s) unfinished"
     finished_restarts: dict[str, int] = {}
@@ -546,7 +605,9 @@ def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
     return ""
 
 
-def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, metric: str, seconds: float) -> int:
+def select_and_report(
+    space, args, out_dir: Path, state: SweepState, outcomes: list, metric: str, seconds: float
+) -> int:
     from orchestrator import selection, tracking
 
     choices = selection.choose(space, outcomes)  # dev scores only: nothing has read the test split
@@ -560,7 +621,7 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
     rows = selection.summary_rows(space, choices, scores)
     table = selection.markdown_table(rows, metric, test_scored=scores is not None)
     meta = {
-        "space": state["space_file"],
+        "space": state.space_file,
         "name": space.name,
         "metric": metric,
         "selection": "per row: best configuration by mean dev over its finished restarts, then its best restart",
@@ -569,8 +630,8 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
     }
     files = selection.write_summary(out_dir, rows, table, meta)
     tracking.log_selection(state, choices, scores, rows, files)
-    pruned = sum(o.state == "PRUNED" for o in outcomes)
-    failed = sum(o.state == "FAILED" for o in outcomes)
+    pruned = sum(o.state == Fate.PRUNED for o in outcomes)
+    failed = sum(o.state == Fate.FAILED for o in outcomes)
     print(f"\n{len(outcomes)} trials ({pruned} pruned, {failed} failed); this session took {seconds / 60:.1f} min")
     print(f"\n{table}\n")
     if scores is not None:  # intervals and verdicts need the chosen checkpoints' test predictions
@@ -582,7 +643,7 @@ def select_and_report(space, args, out_dir: Path, state: dict, outcomes: list, m
         files += report_files
         print(f"{report.markdown(analysis)}\n")
     print(f"wrote {', '.join(str(p) for p in files)}")
-    print(tracking.ui_hint(state["tracking_uri"], state["experiment_id"], state["parent_run_id"], space.metric.name))
+    print(tracking.ui_hint(state.tracking_uri, state.experiment_id, state.parent_run_id, space.metric.name))
     return 0 if all(choice.outcome is not None for choice in choices.values()) else 1
 
 

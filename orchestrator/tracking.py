@@ -29,21 +29,22 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from orchestrator.databases import DatabaseError, check_database
+from orchestrator.outdir import ARTIFACTS_DIR, MLFLOW_DB, SweepState
 from orchestrator.space import SearchSpace, validated_flat_config
 from orchestrator.studies import Studies
 from orchestrator.trainable import NODE_KEY
+from orchestrator.trials import Fate, TrialMeta, fate, trainer_tree
 
-DEFAULT_STORE = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 SWEEP_TAG, KIND_TAG = "sweep_run_id", "run_kind"  # on every run under a sweep: its sweep, and which level it is
 CONFIGURATION, RESTART = "configuration", "restart"
-ENDED = ("COMPLETE", "PRUNED", "FAILED")  # a run's `state` tag once it will log nothing more
+ENDED = (Fate.COMPLETE, Fate.PRUNED, Fate.FAILED)  # a run's `state` tag once it will log nothing more
 
 
 def default_tracking_uri(out_dir: Path) -> str:
     """A SQLite store in the output directory, absolute (MLflow's default is relative to the working directory)."""
-    return f"sqlite:///{Path(out_dir).resolve() / DEFAULT_STORE}"
+    return f"sqlite:///{Path(out_dir).resolve() / MLFLOW_DB}"
 
 
 def resolve_tracking_uri(flag: str | None, out_dir: Path) -> str:
@@ -54,18 +55,42 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "/"))
 
 
-class TrackingServerError(ConnectionError):
-    """An HTTP tracking server that does not answer or refuses us; the message names its URI (never a password)."""
+class TrackingStoreError(ConnectionError):
+    """A tracking store that does not answer or refuses us; the message names its URI (never a password)."""
 
 
-def check_server(uri: str, timeout: float = 30.0) -> None:
-    """Raises TrackingServerError unless an HTTP tracking server answers its /health endpoint and accepts the
-    credentials in the environment (MLFLOW_TRACKING_USERNAME/PASSWORD, read by MLflow's client) within `timeout`
-    seconds each (a basic-auth server just started took 13 s to answer its first authenticated call on a busy
-    machine): MLflow's client retries for minutes before it fails (issue 7), and by then the sweep would have
-    started. A database or file store has no server to ask."""
-    if not uri.startswith(("http://", "https://")):
-        return
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores, with or without +driver
+
+
+def check_store(uri: str, timeout: float = 30.0) -> None:
+    """Raises TrackingStoreError unless the tracking store at `uri` can be used, checked in seconds before the
+    sweep starts, since MLflow's client retries for minutes before it fails (issues 7 and 16):
+    - an HTTP server must answer its /health endpoint and accept the credentials in the environment
+      (MLFLOW_TRACKING_USERNAME/PASSWORD, read by MLflow's client) within `timeout` seconds each (a basic-auth
+      server just started took 13 s to answer its first authenticated call on a busy machine);
+    - a database must take a connection within 5 s (a SQLite file's folder must exist);
+    - a file store must be allowed (MLFLOW_ALLOW_FILE_STORE) and its folder's parent must exist."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if "://" in uri or uri.startswith("sqlite:") else ""
+    if scheme in ("http", "https"):
+        check_server(uri, timeout)
+    elif scheme in DATABASE_SCHEMES:
+        try:
+            check_database(uri, "--tracking-uri")
+        except DatabaseError as error:
+            raise TrackingStoreError(str(error)) from None
+    elif scheme in ("", "file"):
+        path = Path(urllib.parse.urlparse(uri).path if scheme else uri).expanduser().absolute()
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+            raise TrackingStoreError(
+                f"--tracking-uri {uri}: a file store, which MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE=true; "
+                f"give a database instead, e.g. sqlite:///{path.parent / MLFLOW_DB}"
+            )
+        if not path.parent.is_dir():
+            raise TrackingStoreError(f"--tracking-uri {uri}: the folder {path.parent} does not exist")
+
+
+def check_server(uri: str, timeout: float) -> None:
+    """An HTTP tracking server: see check_store."""
     base = uri.rstrip("/")
     problem = _http_problem(f"{base}/health", None, timeout)  # unprotected, also under MLflow's basic-auth app
     if problem is None:
@@ -73,7 +98,7 @@ def check_server(uri: str, timeout: float = 30.0) -> None:
         credentials = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
         problem = _http_problem(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", credentials, timeout)
     if problem is not None:
-        raise TrackingServerError(f"MLflow tracking server {uri}: {problem}")
+        raise TrackingStoreError(f"MLflow tracking server {uri}: {problem}")
 
 
 def _http_problem(url: str, credentials: tuple[str, str] | None, timeout: float) -> str | None:
@@ -117,7 +142,7 @@ def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
             return prepare_experiment(uri, name, out_dir)
         if error.error_code == "PERMISSION_DENIED":
             user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
-            raise TrackingServerError(
+            raise TrackingStoreError(
                 f"MLflow tracking server {uri}: user {user!r} may not write to experiment {name!r}; an admin can "
                 "grant EDIT on it (deploy/README.md: the sweepers role)"
             ) from None
@@ -207,7 +232,8 @@ class MlflowTrials(Callback):
         return self._restarts
 
     def restart_run(self, trial) -> KnownRun:
-        key = trial.config["sweep"]["key"]
+        meta = TrialMeta.of(trial.config)
+        key = meta.key
         known = self._known()
         if key not in known:
             configuration = self.configuration_run(trial)
@@ -216,8 +242,8 @@ class MlflowTrials(Callback):
                 "mlflow.parentRunId": configuration.run_id,
                 KIND_TAG: RESTART,
                 "trial_key": key,
-                "restart": str(trial.config["sweep"]["restart"]),
-                "seed": str(trial.config["trainer"]["seed"]),
+                "restart": str(meta.restart),
+                "seed": str(trainer_tree(trial.config)["seed"]),
                 "pruned": "false",
                 "attempts": "0",
             }
@@ -228,7 +254,7 @@ class MlflowTrials(Callback):
         return known[key]
 
     def configuration_run(self, trial) -> KnownRun:
-        cid = trial.config["sweep"]["config_id"]
+        cid = TrialMeta.of(trial.config).config_id
         self._known()
         if cid not in self._configurations:
             tags = {**self._row_tags(trial), "mlflow.parentRunId": self.parent_run_id, KIND_TAG: CONFIGURATION}
@@ -252,12 +278,12 @@ class MlflowTrials(Callback):
         run.params |= set(params)
 
     def _row_tags(self, trial) -> dict:
-        meta = trial.config["sweep"]
+        meta = TrialMeta.of(trial.config)
         rows = self.space.rows_of(trial_flat_config(trial.config))
         return {
             SWEEP_TAG: self.parent_run_id,
-            "config_id": meta["config_id"],
-            "group": meta["group"],
+            "config_id": meta.config_id,
+            "group": meta.group,
             "rows": ",".join(rows),
             **{f"row.{row}": "true" for row in rows},
             **{f"table{self.space.rows[row].table}_row": row for row in rows},
@@ -306,10 +332,10 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run = self.restart_run(trial)
-        meta = trial.config["sweep"]
         epoch = int(trial.last_result.get("epoch", 0))
-        pruned = self.studies.pruned(meta)
-        tags = {"state": "PRUNED" if pruned else "COMPLETE", "pruned": str(pruned).lower(), "epochs_run": str(epoch)}
+        ended = fate(TrialMeta.of(trial.config), False, epoch, self.space.epochs, self.studies)
+        pruned = ended == Fate.PRUNED
+        tags = {"state": ended, "pruned": str(pruned).lower(), "epochs_run": str(epoch)}
         if pruned:
             tags["pruned_at_epoch"] = str(epoch)
         if trial.checkpoint is not None:
@@ -327,7 +353,7 @@ class MlflowTrials(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self.restart_run(trial)
-        self._write(run, tags={"state": "FAILED", "error_file": os.path.join(trial.path, "error.txt")})
+        self._write(run, tags={"state": Fate.FAILED, "error_file": os.path.join(trial.path, "error.txt")})
         self._end(run, "FAILED")
         self.settle(self.configuration_run(trial))
 
@@ -348,15 +374,15 @@ class MlflowTrials(Callback):
         scout = states.get("0")
         if scout not in ENDED:
             return
-        expected = 1 if scout in ("PRUNED", "FAILED") else self.space.restarts
+        expected = 1 if scout in (Fate.PRUNED, Fate.FAILED) else self.space.restarts
         if sum(state in ENDED for state in states.values()) < expected:
             return
-        trained = [run for run in restarts if run.tags.get("state") in ("COMPLETE", "PRUNED")]
+        trained = [run for run in restarts if run.tags.get("state") in (Fate.COMPLETE, Fate.PRUNED)]
         metrics = []
         if f"{self.space.metric.name}_mean" not in configuration.metrics:
             metrics = self._restart_statistics(trained)
         self._write(configuration, tags={"state": scout, "restarts": str(len(trained))}, metrics=metrics)
-        self._end(configuration, "FAILED" if scout == "FAILED" else "FINISHED")
+        self._end(configuration, "FAILED" if scout == Fate.FAILED else "FINISHED")
 
     def _restart_statistics(self, restarts: list[KnownRun]) -> list:
         timestamp = int(time.time() * 1000)
@@ -397,7 +423,7 @@ def shared_params(trial) -> dict:
 
 def trial_flat_config(config: dict) -> dict:
     """The trial's validated trainer config, flattened (every default included)."""
-    return validated_flat_config(config["trainer"], source=f"trial {config['sweep']['key']}")
+    return validated_flat_config(trainer_tree(config), source=f"trial {TrialMeta.of(config).key}")
 
 
 def find_run(client: MlflowClient, experiment_id: str, sweep_run_id: str, tag: str, value: str, kind=RESTART):
@@ -439,12 +465,12 @@ def log_efficiency(uri: str, parent_run_id: str, efficiency) -> None:
     MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
 
 
-def log_selection(state: dict, choices: dict, scores: dict | None, rows: list[dict], files: list[Path]) -> None:
+def log_selection(state: SweepState, choices: dict, scores: dict | None, rows: list[dict], files: list[Path]) -> None:
     """Test scores on the chosen runs and the parent run, the summary files on the parent run."""
-    client = MlflowClient(state["tracking_uri"])
-    parent = state["parent_run_id"]
+    client = MlflowClient(state.tracking_uri)
+    parent = state.parent_run_id
     for key, result in (scores or {}).items():
-        run = find_run(client, state["experiment_id"], parent, "trial_key", key)
+        run = find_run(client, state.experiment_id, parent, "trial_key", key)
         if run is None:
             continue
         run_id = run.info.run_id

@@ -28,6 +28,9 @@ import torch
 from ray import tune
 from ray.tune.trainable import wrap_function
 
+from orchestrator.disk import DiskFull, disk_full
+from orchestrator.pause import PauseFile
+from orchestrator.trials import TrialMeta, trainer_tree
 from trainer import checkpoint, parse_config, train
 
 RUN_DIR = "run_{trial_id}"  # in the worker's working directory; per trial, since workers are reused
@@ -37,17 +40,27 @@ LOG_FILE = "train.log"  # the trainer's lines, kept with the checkpoint instead 
 
 
 def run_trial(config: dict) -> None:
-    meta = config["sweep"]
-    torch.set_num_threads(max(1, int(meta["cpus"])))
-    trainer_config = parse_config(config["trainer"], source=f"trial {meta['key']}")
+    meta = TrialMeta.of(config)
+    torch.set_num_threads(max(1, int(meta.cpus)))
+    trainer_config = parse_config(trainer_tree(config), source=f"trial {meta.key}")
     run_dir = Path.cwd() / RUN_DIR.format(trial_id=tune.get_context().get_trial_id())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = tune.get_context().get_storage()
     try:
-        stored = stored_checkpoints(meta["key"], trainer_config.model_dump(mode="json"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fs, experiment = storage.storage_filesystem, storage.experiment_fs_path
+        stored = stored_checkpoints(fs, experiment, meta.key, trainer_config.model_dump(mode="json"))
         newest = max(stored, key=lambda s: s.epoch, default=None)
         if newest is not None:
             newest.checkpoint.to_directory(str(run_dir))
-        _train(trainer_config, run_dir, unreported(newest, known_epoch(stored), trainer_config.optim.epochs))
+        restored = tune.get_checkpoint()
+        known = known_epoch(restored.path if restored else None, stored)
+        records = unreported(newest, known, trainer_config.optim.epochs)
+        pause = PauseFile.in_storage(fs, storage.storage_fs_path)
+        _train(trainer_config, run_dir, records, newest.epoch if newest else 0, meta.key, pause)
+    except OSError as error:
+        if disk_full(error):  # one clear line in the sweep's output, instead of a traceback per trial
+            raise DiskFull.of(error, run_dir, storage.experiment_fs_path) from None
+        raise
     finally:  # every epoch is already in a checkpoint in the sweep's storage; this copy is scratch
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -61,13 +74,12 @@ class Stored:
     history: list[dict]  # the epoch records the trainer reported, in last.pt
 
 
-def stored_checkpoints(key: str, config_dict: dict) -> list[Stored]:
-    """Every complete checkpoint of trial `key` in the storage (any filesystem Tune supports, s3:// included):
-    those of its current Tune trial directory and of earlier ones (KEY_TRIALID), whose snapshots were lost."""
-    storage = tune.get_context().get_storage()
-    fs = storage.storage_filesystem
+def stored_checkpoints(fs: pyarrow.fs.FileSystem, experiment: str, key: str, config_dict: dict) -> list[Stored]:
+    """Every complete checkpoint of trial `key` in the experiment folder `experiment` on `fs` (any filesystem Tune
+    supports, s3:// included): those of its current Tune trial directory and of earlier ones (KEY_TRIALID), whose
+    snapshots were lost."""
     found = []
-    for trial_dir in _directories(fs, storage.experiment_fs_path):
+    for trial_dir in _directories(fs, experiment):
         if not trial_dir.base_name.startswith(f"{key}_"):
             continue
         for directory in _directories(fs, trial_dir.path):
@@ -97,12 +109,12 @@ def _load(fs: pyarrow.fs.FileSystem, path: str) -> dict | None:
         return None
 
 
-def known_epoch(stored: list[Stored]) -> int:
-    """The last epoch Tune's (restored) experiment holds a result for: that of the checkpoint it restored."""
-    restored = tune.get_checkpoint()
-    if restored is None:
+def known_epoch(restored_path: str | None, stored: list[Stored]) -> int:
+    """The last epoch Tune's (restored) experiment holds a result for: that of the checkpoint it restored
+    (`restored_path`, None when it restored none), found among the stored ones by trial folder and name."""
+    if restored_path is None:
         return 0
-    name = PurePosixPath(restored.path).parts[-2:]
+    name = PurePosixPath(restored_path).parts[-2:]
     return next((s.epoch for s in stored if PurePosixPath(s.checkpoint.path).parts[-2:] == name), 0)
 
 
@@ -116,19 +128,26 @@ def unreported(newest: Stored | None, known: int, epochs: int) -> list[dict]:
     return records or (newest.history[-1:] if newest.epoch >= epochs else [])
 
 
-def _train(trainer_config, run_dir: Path, records: list[dict]) -> None:
+def _train(trainer_config, run_dir: Path, records: list[dict], trained: int, key: str, pause: PauseFile) -> None:
+    """Reports the stored records Tune lacks, then trains on from the `trained` epochs in `run_dir`, reporting
+    each epoch with its checkpoint. At every epoch boundary the trial holds while a pause holds it (pause.py):
+    after `tune.report` returned, so the driver has recorded the epoch and its checkpoint is in the storage."""
     node = ray.get_runtime_context().get_node_id()
+    epochs = trainer_config.optim.epochs
 
     def report(record: dict, directory: Path | None, replayed: bool = False) -> bool:
         # Every epoch: the record for the pruner and the tracker, the run directory as the checkpoint.
         checkpoint = tune.Checkpoint.from_directory(str(directory)) if directory else None
         tune.report({**record, REPLAYED: replayed, NODE_KEY: node}, checkpoint=checkpoint)
+        if not replayed and record["epoch"] < epochs:
+            pause.hold(key, record["epoch"])
         return False  # stopping is Tune's job (the scheduler answers STOP)
 
     for index, record in enumerate(records):
         report(record, run_dir if index == len(records) - 1 else None, replayed=True)
-    if records and records[-1]["epoch"] >= trainer_config.optim.epochs:
+    if trained >= epochs:
         return  # trained to the end before the interruption
+    pause.hold(key, trained)
 
     with (run_dir / LOG_FILE).open("a") as log_file:
 
@@ -151,8 +170,8 @@ class SweepTrial(wrap_function(run_trial)):
 
 
 def trial_name(trial) -> str:
-    return trial.config["sweep"]["key"]
+    return TrialMeta.of(trial.config).key
 
 
 def trial_dirname(trial) -> str:
-    return f"{trial.config['sweep']['key']}_{trial.trial_id}"
+    return f"{TrialMeta.of(trial.config).key}_{trial.trial_id}"

@@ -1,5 +1,11 @@
 """Shared by tests/test_sweep_*.py: a real local Ray, small real CoNLL files, the shipped smoke space, MLflow reads,
-and the sweep command as a subprocess watched through what its driver has recorded."""
+and the sweep command as a subprocess (orchestrator/loopback.py) watched through what its driver has recorded.
+
+Tests that interrupt, kill or watch a sweep never race its trainer: they start it paused (--pause-after-epoch),
+wait for the trials the pause holds (a trial holds only once its driver has recorded its epoch), act while they
+cannot move, and release trials or lift the pause (python -m orchestrator.pause): they reach each point by
+construction, however long an epoch takes. DSS_TEST_TRAIN_SENTENCES sets those tests' training slice (40 by
+default), to try them with slow epochs too."""
 
 from __future__ import annotations
 
@@ -8,9 +14,7 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +23,17 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator import sweep, tracking
+from orchestrator import pause, sweep, tracking
+from orchestrator.loopback import REPO, conll_slices, data_overrides, launch_sweep, stop_sweep
+from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
 from trainer import checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
+INTERRUPTED_TRAIN_SENTENCES = int(os.environ.get("DSS_TEST_TRAIN_SENTENCES", "40"))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as CI sets it; the sweep's subprocesses inherit it
+launch = launch_sweep  # `python -m orchestrator.sweep ARGV` in a session of its own, output to a log
+end = stop_sweep  # ... and its end, with whatever it left in its session
+__all__ = ["data_overrides", "end", "launch"]
 
 
 def start_ray():
@@ -34,31 +43,10 @@ def start_ray():
     return ray
 
 
-def sentences(path: Path, count: int) -> str:
-    """The first `count` sentences of a CoNLL file, blank-line separated (document markers dropped)."""
-    blocks = [b for b in path.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
-    return "\n\n".join(blocks[:count]) + "\n"
-
-
 def write_slices(conll2003_en: dict, directory: Path, counts=(300, 100, 100), with_test: bool = True) -> dict:
     """Small real train/dev/test files; the test file is left out when `with_test` is False."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {split: directory / f"{split}.txt" for split in ("train", "dev", "test")}
-    for split, count in zip(("train", "dev", "test"), counts, strict=True):
-        if split != "test" or with_test:
-            paths[split].write_text(sentences(conll2003_en[split], count))
-    return paths
-
-
-def data_overrides(paths: dict) -> list[str]:
-    """--set options that point a space's base config at the files from write_slices."""
-    values = {
-        "base.data.dataset": "files",
-        "base.data.train_path": paths["train"],
-        "base.data.dev_path": paths["dev"],
-        "base.data.test_path": paths["test"],
-    }
-    return [option for key, value in values.items() for option in ("--set", f"{key}={value}")]
+    train, dev, test = counts
+    return conll_slices(directory, train, dev, test if with_test else 0, source=conll2003_en)
 
 
 @dataclass
@@ -82,66 +70,64 @@ def run_main(argv: list[str]) -> Session:
     return Session(code, out.getvalue(), err.getvalue())
 
 
-def sweep_state(out_dir: Path) -> dict:
-    return json.loads((out_dir / sweep.STATE_FILE).read_text())
+def sweep_state(out_dir: Path) -> SweepState:
+    return SweepState.read(out_dir)
 
 
 def summary(out_dir: Path) -> dict:
-    return json.loads((out_dir / "summary.json").read_text())
+    return json.loads((out_dir / f"{SUMMARY_STEM}.json").read_text())
 
 
 def trial_runs(out_dir: Path) -> list:
     """The MLflow runs of the sweep's trials (its restarts, nested in their configurations' runs)."""
     state = sweep_state(out_dir)
-    return tracking.sweep_runs(MlflowClient(state["tracking_uri"]), state["experiment_id"], state["parent_run_id"])
+    return tracking.sweep_runs(MlflowClient(state.tracking_uri), state.experiment_id, state.parent_run_id)
 
 
 def configuration_runs(out_dir: Path) -> list:
     state = sweep_state(out_dir)
-    client = MlflowClient(state["tracking_uri"])
-    return tracking.sweep_runs(client, state["experiment_id"], state["parent_run_id"], tracking.CONFIGURATION)
+    client = MlflowClient(state.tracking_uri)
+    return tracking.sweep_runs(client, state.experiment_id, state.parent_run_id, tracking.CONFIGURATION)
 
 
 def client(out_dir: Path) -> MlflowClient:
-    return MlflowClient(sweep_state(out_dir)["tracking_uri"])
+    return MlflowClient(sweep_state(out_dir).tracking_uri)
 
 
 def dev_history(out_dir: Path, run) -> list:
     return client(out_dir).get_metric_history(run.info.run_id, "dev_score")
 
 
-def launch(argv: list, log: Path) -> subprocess.Popen:
-    """`python -m orchestrator.sweep ARGV` in a session of its own (see `end`), stdout and stderr to `log`."""
-    command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
-    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+def epochs_in_flight(out_dir: Path) -> dict[str, int]:
+    """Trials the driver has recorded as running in MLflow, with the number of epochs it has logged for each."""
+    if SweepState.load(out_dir) is None:
+        return {}
+    runs = [run for run in trial_runs(out_dir) if run.info.status == "RUNNING" and "dev_score" in run.data.metrics]
+    return {run.data.tags["trial_key"]: len(dev_history(out_dir, run)) for run in runs}
 
 
-def end(process: subprocess.Popen) -> None:
-    """Kills the sweep if it still runs, then whatever it leaves in its session: a driver that did not exit
-    cleanly (killed, or a test that gave up on it) leaves Ray's processes behind."""
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
-            if int(fields[3]) == process.pid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
+def held(out_dir: Path) -> dict[str, int]:
+    """Trials the sweep's pause holds now, with the epochs each has trained (and its driver recorded)."""
+    if SweepState.load(out_dir) is None:
+        return {}
+    return pause.pause_file(out_dir).held()
+
+
+def release(out_dir: Path, *keys: str) -> None:
+    """python -m orchestrator.pause OUT --release KEYS: these trials go on, the others keep holding."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert pause.main([str(out_dir), "--release", *keys]) == 0
+
+
+def lift_pause(out_dir: Path) -> None:
+    """python -m orchestrator.pause OUT --resume: every trial goes on."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert pause.main([str(out_dir), "--resume"]) == 0
 
 
 def finished_keys(text: str) -> list[str]:
     """The trials a sweep's output says finished (done, pruned or failed), in order."""
     return [line.split()[1] for line in text.splitlines() if line.startswith("trial ")]
-
-
-def epochs_in_flight(out_dir: Path) -> dict[str, int]:
-    """Trials the driver has recorded as running in MLflow, with the number of epochs it has logged for each."""
-    if not (out_dir / sweep.STATE_FILE).exists():
-        return {}
-    runs = [run for run in trial_runs(out_dir) if run.info.status == "RUNNING" and "dev_score" in run.data.metrics]
-    return {run.data.tags["trial_key"]: len(dev_history(out_dir, run)) for run in runs}
 
 
 def wait_for(what: str, check: Callable[[], object], process: subprocess.Popen, log: Path, seconds: float):
@@ -167,7 +153,7 @@ def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
     """Per trial key, the newest checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
     Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
     newest: dict[str, tuple[int, Path]] = {}
-    for last in (out_dir / sweep.TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
+    for last in (out_dir / TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
         key = last.parent.parent.name.rsplit("_", 1)[0]
         epoch = int(checkpoint.load(last)["schedule"]["epoch"])
         if epoch > newest.get(key, (-1, None))[0]:

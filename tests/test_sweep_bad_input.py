@@ -16,6 +16,7 @@ import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
 from orchestrator import sweep
+from orchestrator.outdir import STATE_FILE
 from orchestrator.space import load_space
 
 MT_SPACE = REPO / "search_spaces" / "mt_ding.yaml"
@@ -221,14 +222,14 @@ def state_of(out, **changes) -> dict:
 def test_damaged_sweep_record_is_refused_naming_the_file_and_what_to_do(text, damage, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / sweep.STATE_FILE).write_text(text)
-    refused([SMOKE], out, f"{out / sweep.STATE_FILE}: damaged ({damage}", "Restore the file, or start over")
+    (out / STATE_FILE).write_text(text)
+    refused([SMOKE], out, f"{out / STATE_FILE}: damaged ({damage}", "Restore the file, or start over")
 
 
 def test_rerun_with_another_space_names_what_differs_and_what_to_do(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / sweep.STATE_FILE).write_text(json.dumps(state_of(out)))
+    (out / STATE_FILE).write_text(json.dumps(state_of(out)))
     error = refused(
         [SMOKE, "--set", "restarts=1", "--set", "groups.ce.fixed.optim.lr=0.1"], out, "another search space"
     )
@@ -240,6 +241,6 @@ def test_rerun_with_another_space_names_what_differs_and_what_to_do(tmp_path):
 def test_rerun_with_another_tracking_uri_says_which_one_the_sweep_uses(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / sweep.STATE_FILE).write_text(json.dumps(state_of(out)))
+    (out / STATE_FILE).write_text(json.dumps(state_of(out)))
     other = f"sqlite:///{tmp_path / 'other.db'}"
     refused([SMOKE, "--tracking-uri", other], out, f"rerun with --tracking-uri sqlite:///{out.resolve()}/mlflow.db")

@@ -7,6 +7,9 @@ as finished and a second as running (point A), lets the sweep go on until that s
 third is running (point B), kills the driver, and puts the copy back. The rerun then meets an experiment in
 which the second trial is still running from a checkpoint that has been deleted since, and which knows neither
 the third trial nor its configuration, which Optuna holds as running.
+
+The sweep starts paused after epoch 1, so that each point is reached by construction: a trial holds once its
+driver has recorded its first epoch, and goes on only when the test releases it.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from sweep_helpers import (
+    INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
     data_overrides,
     dev_history,
     end,
-    epochs_in_flight,
     final_train_log,
     finished_keys,
+    held,
     launch,
+    lift_pause,
     newest_checkpoints,
+    release,
     resumed_after,
     summary,
     trained_epochs,
@@ -36,17 +42,17 @@ from sweep_helpers import (
     write_slices,
 )
 
-from orchestrator import sweep
+from orchestrator.outdir import TUNE_DIR
 from orchestrator.space import load_space, trial_key
 from orchestrator.studies import storage_url
 
-EPOCHS = 6
+EPOCHS = 3
 BOUND = 900  # seconds, for any one wait on a loaded machine
 
 
 def saved_experiment(out: Path) -> dict[str, bytes]:
     """The files of the experiment Tune has saved (its state, the searcher's), read twice with no save between."""
-    experiment = out / sweep.TUNE_DIR
+    experiment = out / TUNE_DIR
 
     def read() -> dict[str, bytes]:
         return {path.name: path.read_bytes() for path in experiment.iterdir() if path.is_file()}
@@ -58,7 +64,7 @@ def saved_experiment(out: Path) -> dict[str, bytes]:
 
 
 def put_back(out: Path, saved: dict[str, bytes]) -> None:
-    experiment = out / sweep.TUNE_DIR
+    experiment = out / TUNE_DIR
     for path in experiment.iterdir():
         if path.is_file() and path.name not in saved:
             path.unlink()
@@ -69,32 +75,33 @@ def put_back(out: Path, saved: dict[str, bytes]) -> None:
 @pytest.fixture(scope="module")
 def sessions(conll2003_en, tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
-    # Epochs of a second or more: the watcher, polling twice a second, must find the second trial mid-run.
-    paths = write_slices(conll2003_en, root / "data", counts=(1000, 60, 60))
+    paths = write_slices(conll2003_en, root / "data", counts=(INTERRUPTED_TRAIN_SENTENCES, 40, 40))
     out = root / "out"
     overrides = ["--set", f"epochs={EPOCHS}", "--set", "max_concurrent=1", *data_overrides(paths)]
     argv = [SMOKE, "--out", out, "--no-test", *overrides]
     first_log, second_log = root / "first.log", root / "second.log"
 
-    def running(done: set[str]) -> dict[str, int]:
-        # Another epoch or more to go, so that the kill lands inside the trial.
-        return {key: n for key, n in epochs_in_flight(out).items() if key not in done and n <= EPOCHS - 2}
-
-    def point_a() -> tuple[str, dict[str, bytes]] | None:
+    def held_after_finished(finished: str | None):
+        """The trial held after its first epoch once `finished` (if any) has finished."""
         done = set(finished_keys(first_log.read_text()))
-        second = running(done)
-        saved = saved_experiment(out) if done and second else {}
-        return (next(iter(second)), saved) if saved else None
+        holding = [key for key in held(out) if key not in done]
+        return holding[0] if holding and (finished is None or finished in done) else None
 
-    first = launch(argv, first_log)
+    first = launch([*argv, "--pause-after-epoch", "1"], first_log)
     try:
+        first_trial = wait_for("a trial held after its first epoch", lambda: held_after_finished(None), first,
+                               first_log, BOUND)  # fmt: skip
+        release(out, first_trial)
+
+        def point_a() -> tuple[str, dict[str, bytes]] | None:
+            second = held_after_finished(first_trial)
+            saved = saved_experiment(out) if second else {}
+            return (second, saved) if saved else None
+
         second_trial, saved = wait_for("point A", point_a, first, first_log, BOUND)
-
-        def point_b() -> dict[str, int]:
-            done = set(finished_keys(first_log.read_text()))
-            return running(done) if second_trial in done else {}
-
-        at_kill = wait_for("point B", point_b, first, first_log, BOUND)
+        release(out, second_trial)
+        third_trial = wait_for("point B", lambda: held_after_finished(second_trial), first, first_log, BOUND)
+        at_kill = held(out)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
@@ -102,6 +109,7 @@ def sessions(conll2003_en, tmp_path_factory):
     first_text = first_log.read_text()
     put_back(out, saved)
     newest = newest_checkpoints(out)
+    lift_pause(out)
 
     second = launch(argv, second_log)
     try:
@@ -114,7 +122,7 @@ def sessions(conll2003_en, tmp_path_factory):
         first=SimpleNamespace(code=first.returncode, text=first_text, keys=finished_keys(first_text)),
         second=SimpleNamespace(code=second.returncode, text=second_log.read_text()),
         second_trial=second_trial,
-        at_kill={key: n for key, n in at_kill.items() if key not in finished_keys(first_text)},
+        at_kill={third_trial: at_kill[third_trial]},
         stored={key: epoch for key, (epoch, _) in newest.items()},
         last_pts={key: last.read_bytes() for key, (_, last) in newest.items()},
     )

@@ -1,9 +1,10 @@
-"""Interrupt a sweep midway (Ctrl-C, i.e. SIGINT, to the real command) and resume it with --resume.
+"""Interrupt a sweep midway (Ctrl-C, i.e. SIGINT, or SIGTERM, to the real command) and resume it with --resume.
 
 The first session is interrupted once its driver has recorded one trial as finished and another as running
-with at least one epoch logged in MLflow; the second must finish the sweep without running a finished trial
-again, duplicating an MLflow run, or training again an epoch whose checkpoint reached the sweep's storage.
-Every wait is bounded for a machine under load, where a trial of seconds can take minutes.
+with one epoch logged in MLflow (the sweep starts paused after epoch 1 and the test releases the first trial, so
+it gets there by construction); the second must finish the sweep without running a finished trial again,
+duplicating an MLflow run, or training again an epoch whose checkpoint reached the sweep's storage. Every wait
+is bounded for a machine under load, where a trial of seconds can take minutes.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from types import SimpleNamespace
 
 import pytest
 from sweep_helpers import (
+    INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
     client,
     configuration_runs,
     data_overrides,
     dev_history,
     end,
-    epochs_in_flight,
     final_train_log,
     finished_keys,
+    held,
     launch,
+    lift_pause,
     newest_checkpoints,
+    release,
     resumed_after,
     summary,
     trained_epochs,
@@ -32,36 +36,38 @@ from sweep_helpers import (
     write_slices,
 )
 
-EPOCHS = 6
+EPOCHS = 3
 BOUND = 900  # seconds, for any one wait
 
 
-@pytest.fixture(scope="module")
-def sessions(conll2003_en, tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    paths = write_slices(conll2003_en, root / "data", counts=(200, 60, 60))
+def interrupted(conll2003_en, root, stop: signal.Signals) -> SimpleNamespace:
+    """A smoke sweep sent `stop` once one trial has finished and another holds after its first epoch, then
+    rerun with --resume and the pause lifted."""
+    paths = write_slices(conll2003_en, root / "data", counts=(INTERRUPTED_TRAIN_SENTENCES, 40, 40))
     out = root / "out"
     argv = [SMOKE, "--out", out, "--no-test", "--set", f"epochs={EPOCHS}", "--set", "max_concurrent=1"]
     argv += data_overrides(paths)
-
-    def interrupt_point() -> dict[str, int]:
-        # Another epoch or more to go, so that the interrupt lands inside the trial.
-        done = set(finished_keys(first_log.read_text())) if first_log.exists() else set()
-        running = {key: n for key, n in epochs_in_flight(out).items() if key not in done and n <= EPOCHS - 2}
-        return running if done else {}
-
     first_log, second_log = root / "first.log", root / "second.log"
-    first = launch(argv, first_log)
+
+    def holding(after: str | None) -> dict[str, int]:
+        done = set(finished_keys(first_log.read_text()))
+        trials = {key: epochs for key, epochs in held(out).items() if key not in done}
+        return trials if after is None or after in done else {}
+
+    first = launch([*argv, "--pause-after-epoch", "1"], first_log)
     try:
+        (first_trial,) = wait_for("a trial held after its first epoch", lambda: holding(None), first, first_log, BOUND)
+        release(out, first_trial)
         what = "finished trial and a running one with an epoch logged"
-        recorded = wait_for(what, interrupt_point, first, first_log, BOUND)
-        first.send_signal(signal.SIGINT)
+        recorded = wait_for(what, lambda: holding(first_trial), first, first_log, BOUND)
+        first.send_signal(stop)
         first.wait(timeout=BOUND)
     finally:
         end(first)
     first_text = first_log.read_text()
     in_flight = {key: n for key, n in recorded.items() if key not in finished_keys(first_text)}
     stored = {key: epoch for key, (epoch, _) in newest_checkpoints(out).items()}
+    lift_pause(out)
 
     second = launch([*argv, "--resume"], second_log)
     try:
@@ -76,6 +82,11 @@ def sessions(conll2003_en, tmp_path_factory):
         in_flight=in_flight,
         stored={key: stored.get(key, 0) for key in in_flight},
     )
+
+
+@pytest.fixture(scope="module")
+def sessions(conll2003_en, tmp_path_factory):
+    return interrupted(conll2003_en, tmp_path_factory.mktemp("resume"), signal.SIGINT)
 
 
 def test_interrupted_sweep_exits_130_and_says_how_to_resume(sessions):
@@ -124,3 +135,22 @@ def test_interrupted_trial_resumes_from_its_newest_stored_checkpoint(sessions):
         assert sessions.stored[key] >= recorded  # what the driver logged had reached the storage
         assert resumed_after(lines) == [sessions.stored[key]], lines
         assert trained_epochs(lines) == list(range(1, trials[key]["epochs"] + 1)), lines  # each once, in order
+
+
+@pytest.fixture(scope="module")
+def terminated(conll2003_en, tmp_path_factory):
+    return interrupted(conll2003_en, tmp_path_factory.mktemp("sigterm"), signal.SIGTERM)
+
+
+def test_sigterm_stops_the_sweep_as_ctrl_c_does_exit_143_with_the_resume_hint_and_no_stack_dump(terminated):
+    assert terminated.first.code == 143, terminated.first.text
+    assert "rerun the same command to resume" in terminated.first.text
+    assert "SIGTERM received" not in terminated.first.text and "Traceback" not in terminated.first.text
+
+
+def test_the_rerun_after_a_sigterm_finishes_and_trains_no_finished_trial_again(terminated):
+    assert terminated.second.code == 0, terminated.second.text
+    assert terminated.first.keys and not set(terminated.first.keys) & set(terminated.second.keys)
+    trials = {t["key"]: t for t in summary(terminated.out)["trials"]}
+    for key in terminated.in_flight:
+        assert trained_epochs(final_train_log(trials[key])) == list(range(1, EPOCHS + 1))

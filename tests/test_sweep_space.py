@@ -11,8 +11,8 @@ import pytest
 import yaml
 from sweep_helpers import REPO, SMOKE, run_main
 
+from orchestrator.outdir import STATE_FILE, STATE_KEYS
 from orchestrator.space import load_space, validated_flat_config
-from orchestrator.sweep import STATE_FILE, STATE_KEYS
 
 VALID = {
     "name": "bad",
