@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import logging
 import math
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     terminated: list[int] = []
     try:
-        with stopping_on_sigterm(terminated), owning(out_dir, state):
+        with stopping_on_sigterm(terminated):
             code = run_sweep(space, args, out_dir, state, resuming)
         return 143 if terminated and code == 130 else code
     except SweepSetupError as error:  # what only the tracking server could tell (e.g. a user who may not write)
@@ -219,27 +221,26 @@ def stopping_on_sigterm(received: list[int]):
         signal.signal(signal.SIGTERM, previous)
 
 
-class owning:
-    """Holds the output directory's driver lock for the sweep's run (outdir.DriverLock). Taken once everything
-    has been checked, so a refused command leaves nothing behind; a sweep started in the same --out between the
-    check and the lock is noticed here too."""
-
-    def __init__(self, out_dir: Path, state: SweepState):
-        self.lock, self.out_dir, self.state = DriverLock(out_dir), out_dir, state
-
-    def __enter__(self) -> None:
+@contextlib.contextmanager
+def owning(out_dir: Path, state: SweepState):
+    """Holds the output directory's driver lock (outdir.DriverLock) while the sweep writes to it. Taken once
+    everything has been checked, so that a refused command leaves nothing behind; a sweep started in the same
+    --out between those checks and the lock is noticed here."""
+    lock = DriverLock(out_dir)
+    try:
+        lock.acquire()
+    except OutDirBusy as error:
+        raise SweepSetupError(f"{error}; wait for it to end, or stop it (Ctrl-C) and rerun") from None
+    try:
         try:
-            self.lock.acquire()
-            if self.state.parent_run_id is None and SweepState.load(self.out_dir) is not None:
-                self.lock.release()
-                raise SweepSetupError(f"{self.out_dir}: another sweep started in it meanwhile; rerun to resume it")
-        except OutDirBusy as error:
-            raise SweepSetupError(f"{error}; wait for it to end, or stop it (Ctrl-C) and rerun") from None
+            started_meanwhile = state.parent_run_id is None and SweepState.load(out_dir) is not None
         except StateError as error:
             raise SweepSetupError(str(error)) from None
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
+        if started_meanwhile:
+            raise SweepSetupError(f"{out_dir}: another sweep started in it meanwhile; rerun to resume that one")
+        yield
+    finally:
+        lock.release()
 
 
 def plan_text(space: SearchSpace, path: Path) -> str:
@@ -388,19 +389,30 @@ def space_changes(before: str, after: str) -> list[str]:
 
 def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: SweepState, resuming: bool) -> int:
     from orchestrator import tracking
-    from orchestrator.pause import Pause, PauseFile
 
     started = time.monotonic()
     tracking_uri = state.tracking_uri
-    if resuming:
-        print(f"resuming the sweep in {out_dir}", flush=True)
-    else:
-        try:
-            state.experiment_id = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
+    if not resuming:
+        try:  # the last refusal that only the tracking store can make (a user who may not write), before --out
+            experiment_id = tracking.prepare_experiment(tracking_uri, space.name, out_dir)
         except tracking.TrackingStoreError as error:
             raise SweepSetupError(str(error)) from None
-        state.parent_run_id = tracking.start_parent_run(tracking_uri, state.experiment_id, space, args.space, out_dir)
-        state.save(out_dir)
+    with owning(out_dir, state):
+        if resuming:
+            print(f"resuming the sweep in {out_dir}", flush=True)
+        else:
+            state.experiment_id = experiment_id
+            state.parent_run_id = tracking.start_parent_run(tracking_uri, experiment_id, space, args.space, out_dir)
+            state.save(out_dir)
+        return run_owned_sweep(space, args, out_dir, state, started)
+
+
+def run_owned_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state: SweepState, started: float):
+    """The sweep, once this driver owns `out_dir` and the sweep's MLflow parent run exists."""
+    from orchestrator import tracking
+    from orchestrator.pause import Pause, PauseFile
+
+    tracking_uri = state.tracking_uri
     tracking.set_run_status(tracking_uri, state.parent_run_id, "RUNNING")
     pause = PauseFile.of_storage(state.storage)
     if args.pause_after_epoch is not None:
@@ -451,6 +463,10 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
         # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises
         # them behind worker start-up. The searcher itself keeps to `concurrency`.
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(concurrency)
+        damage = set_aside_if_damaged(experiment)
+        if damage:
+            print(f"Tune's saved experiment in {experiment} cannot be read back ({damage}); it was moved aside and "
+                  "a new one starts: every trial resumes from its newest complete checkpoint", flush=True)  # fmt: skip
         if tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
         else:
@@ -485,6 +501,44 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+# Tune's saved experiment (the files at the top of its folder) and how each is read back when it is restored.
+TUNE_STATE_FILES = {
+    "tuner.pkl": pickle.loads,
+    "experiment_state-*.json": json.loads,
+    "search_gen_state-*.json": json.loads,
+    "searcher-state-*.pkl": pickle.loads,
+}
+
+
+def set_aside_if_damaged(experiment: str) -> str:
+    """Moves Tune's saved experiment into a folder `damaged-TIME` beside the trials' folders if the newest of its
+    files do not read back, and says which one did not ('' if all do). Tune writes them to the storage while it
+    runs, and a full disk or a kill can leave them cut short. Nothing is lost with them: a new experiment in the
+    same folder runs every trial again, and each resumes from its newest complete checkpoint in the storage
+    (trainable.py), re-reporting its stored epochs, which the tracker and the pruner hold already."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    files = [info for info in infos if info.type == pyarrow.fs.FileType.File]
+    for pattern, read_back in TUNE_STATE_FILES.items():
+        newest = max(
+            (f for f in files if fnmatch.fnmatch(f.base_name, pattern)), key=lambda f: f.base_name, default=None
+        )
+        if newest is None:
+            continue
+        try:
+            with fs.open_input_stream(newest.path) as stream:
+                read_back(stream.read())
+        except Exception as error:  # truncated: EOFError, UnpicklingError, JSONDecodeError and others
+            aside = f"{path}/damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            fs.create_dir(aside)
+            for info in files:
+                fs.move(info.path, f"{aside}/{info.base_name}")
+            return f"{newest.base_name}: {type(error).__name__}: {error}"
+    return ""
 
 
 def connect_ray(address: str | None) -> bool:

@@ -1,11 +1,12 @@
 """The sweep on a real multi-node Ray cluster on 127.0.0.1 that loses a worker node, loses its driver, or is not there.
 
-The cluster is separate raylets (orchestrator.chaos.LoopbackCluster, Ray's own cluster_utils): a head without
+The cluster is separate raylets (orchestrator.loopback.LoopbackCluster, Ray's own cluster_utils): a head without
 CPUs, where the sweep's driver runs, and two 1-CPU workers, where the trials run. The sweep is the smoke space
 with `--address` of that cluster, `--storage` a directory apart from `--out` (as NFS or EFS would be on a real
 cluster) and `--max-failures 2`. A worker node is killed as a reclaimed spot instance goes: SIGKILL to its raylet
-and every process under it at once; a replacement node is added, as an autoscaler would. Every wait is bounded
-and watches what the driver has recorded (its output, its MLflow runs), never the clock.
+and every process under it at once; a replacement node is added, as an autoscaler would. The sweeps start paused
+after epoch 1, so that every kill lands while a trial holds between its first epoch and the rest, whatever an
+epoch costs; every wait is bounded and watches what the driver has recorded, never the clock.
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from sweep_helpers import (
+    INTERRUPTED_TRAIN_SENTENCES,
     REPO,
     SMOKE,
     client,
     configuration_runs,
     data_overrides,
     dev_history,
-    epochs_in_flight,
     final_train_log,
     finished_keys,
+    held,
+    lift_pause,
     newest_checkpoints,
+    release,
     resumed_after,
     summary,
     sweep_state,
@@ -43,7 +47,7 @@ from sweep_helpers import (
 )
 
 from orchestrator import selection
-from orchestrator.chaos import DRIVER_ENV, LoopbackCluster, launch_sweep, stop_sweep
+from orchestrator.loopback import DRIVER_ENV, LoopbackCluster, launch_sweep, stop_sweep
 from orchestrator.space import config_id, load_space, trial_key
 
 EPOCHS = 4
@@ -58,9 +62,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def data(conll2003_en, tmp_path_factory):
-    # Epochs of a second or more on a loaded machine: the watcher, polling twice a second, must find a trial
-    # between its first and its last epoch.
-    return write_slices(conll2003_en, tmp_path_factory.mktemp("cluster_data"), counts=(500, 60, 60))
+    counts = (INTERRUPTED_TRAIN_SENTENCES, 40, 40)
+    return write_slices(conll2003_en, tmp_path_factory.mktemp("cluster_data"), counts=counts)
 
 
 def sweep_argv(cluster, root: Path, data: dict, restarts: int) -> tuple[list, list[str]]:
@@ -69,16 +72,17 @@ def sweep_argv(cluster, root: Path, data: dict, restarts: int) -> tuple[list, li
     return [*argv, "--max-failures", "2", "--no-test", *sets, *data_overrides(data)], sets[1::2]
 
 
-def in_flight_with_epochs_to_go(out: Path, done: set[str]) -> dict[str, int]:
-    """Trials the driver records as running with an epoch logged and two or more to go: a kill lands inside."""
-    return {key: n for key, n in epochs_in_flight(out).items() if key not in done and n <= EPOCHS - 2}
+def holding(out: Path, log: Path) -> dict[str, int]:
+    """Trials held after their first epoch (recorded by the driver, and checkpointed) that have not finished."""
+    done = set(finished_keys(log.read_text()))
+    return {key: epochs for key, epochs in held(out).items() if key not in done}
 
 
 def expected_keys(out: Path, space) -> list[str]:
     """Every trial the sweep must have run, from its Optuna studies: all restarts of a configuration whose first
     restart completed, only that one of a pruned configuration."""
     keys = []
-    storage = sweep_state(out)["optuna_storage"]
+    storage = sweep_state(out).optuna_storage
     for group in space.groups:
         for trial in optuna.load_study(study_name=group, storage=storage).trials:
             restarts = space.restarts if trial.state.name == "COMPLETE" else 1
@@ -96,8 +100,7 @@ def node_loss(cluster, data, tmp_path_factory):
     out, log = root / "out", root / "sweep.log"
 
     def trial_on_a_worker() -> tuple[str, int, str] | None:
-        done = set(finished_keys(log.read_text()))
-        running = in_flight_with_epochs_to_go(out, done)
+        running = holding(out, log)
         workers = cluster.workers()
         for run in trial_runs(out) if running else []:
             key, node = run.data.tags["trial_key"], run.data.tags.get("nodes", "").split(",")[-1]
@@ -105,11 +108,12 @@ def node_loss(cluster, data, tmp_path_factory):
                 return key, running[key], node
         return None
 
-    process = launch_sweep(argv, log)
+    process = launch_sweep([*argv, "--pause-after-epoch", "1"], log)
     try:
-        key, epochs_logged, node = wait_for("a trial mid-run on a worker", trial_on_a_worker, process, log, BOUND)
+        key, epochs_logged, node = wait_for("a trial held on a worker", trial_on_a_worker, process, log, BOUND)
         cluster.kill_worker(node)
         cluster.add_worker()
+        lift_pause(out)
         process.wait(timeout=BOUND)
     finally:
         stop_sweep(process)
@@ -165,7 +169,7 @@ def test_every_trial_has_one_mlflow_run_with_each_epoch_logged_once_in_order(nod
 
 def test_optuna_holds_each_epoch_of_each_configuration_once_as_mlflow_logged_it(node_loss):
     scouts = {r.data.tags["trial_key"]: r for r in trial_runs(node_loss.out) if r.data.tags["restart"] == "0"}
-    storage = sweep_state(node_loss.out)["optuna_storage"]
+    storage = sweep_state(node_loss.out).optuna_storage
     for group in node_loss.space.groups:
         for trial in optuna.load_study(study_name=group, storage=storage).trials:
             scout = scouts[trial_key(group, trial.number, 0)]
@@ -235,13 +239,16 @@ def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss:
     out, storage = root / "out", root / "storage"
     first_log, second_log = root / "first.log", root / "second.log"
 
-    def kill_point() -> dict[str, int]:
-        done = set(finished_keys(first_log.read_text()))
-        return in_flight_with_epochs_to_go(out, done) if done else {}
-
-    first = launch_sweep(argv, first_log)
+    first = launch_sweep([*argv, "--pause-after-epoch", "1"], first_log)
     try:
-        in_flight = wait_for("a finished trial and one mid-run", kill_point, first, first_log, BOUND)
+        (released, *_) = wait_for("a trial held", lambda: holding(out, first_log), first, first_log, BOUND)
+        release(out, released)
+
+        def kill_point() -> dict[str, int]:
+            done = finished_keys(first_log.read_text())
+            return holding(out, first_log) if released in done else {}
+
+        in_flight = wait_for("a finished trial and one held", kill_point, first, first_log, BOUND)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
@@ -249,6 +256,7 @@ def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss:
     first_text = first_log.read_text()
     newest = newest_checkpoints(storage)
     last_pts = {key: last.read_bytes() for key, (_, last) in newest.items()}  # a resumed trial replaces its own
+    lift_pause(out)
     second = launch_sweep(argv, second_log)
     try:
         second.wait(timeout=BOUND)

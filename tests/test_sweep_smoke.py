@@ -98,14 +98,14 @@ def test_the_sweep_prints_its_efficiency_and_logs_it_to_the_parent_run(sweep):
     epoch_seconds = [m.value for run in trial_runs(sweep.out) for m in client(sweep.out).get_metric_history(
         run.info.run_id, "seconds")]  # fmt: skip
     assert trainer_seconds == pytest.approx(sum(epoch_seconds), abs=1)
-    history = client(sweep.out).get_metric_history(sweep_state(sweep.out)["parent_run_id"], "sweep_efficiency")
+    history = client(sweep.out).get_metric_history(sweep_state(sweep.out).parent_run_id, "sweep_efficiency")
     assert history[0].value == pytest.approx(efficiency, abs=0.005)
 
 
 def test_a_rerun_that_trains_nothing_reports_no_trainer_seconds(sweep):
     printed = EFFICIENCY.search(sweep.with_test.stdout)
     assert printed and int(printed[2]) == 0, sweep.with_test.stdout
-    history = client(sweep.out).get_metric_history(sweep_state(sweep.out)["parent_run_id"], "sweep_trainer_seconds")
+    history = client(sweep.out).get_metric_history(sweep_state(sweep.out).parent_run_id, "sweep_trainer_seconds")
     assert [m.value for m in history][-1] == 0
 
 
@@ -136,7 +136,7 @@ def test_trial_runs_hold_hyperparameters_row_tags_and_epoch_metrics(sweep):
 
 
 def test_restart_runs_nest_in_one_run_per_configuration_under_the_sweep_run(sweep):
-    parent = sweep_state(sweep.out)["parent_run_id"]
+    parent = sweep_state(sweep.out).parent_run_id
     configurations = {run.data.tags["config_id"]: run for run in configuration_runs(sweep.out)}
     assert len(configurations) == len(configuration_runs(sweep.out))
     assert all(run.data.tags["mlflow.parentRunId"] == parent for run in configurations.values())
@@ -218,11 +218,11 @@ def test_test_scores_reach_the_summary_and_the_parent_run(sweep):
     result = summary(sweep.out)
     assert result["test_scored"]
     state = sweep_state(sweep.out)
-    parent = client(sweep.out).get_run(state["parent_run_id"])
+    parent = client(sweep.out).get_run(state.parent_run_id)
     for row in result["rows"]:
         assert row["test"] is not None
         assert parent.data.metrics[f"{row['row']}.test"] == pytest.approx(row["test"])
-    artifacts = {a.path for a in client(sweep.out).list_artifacts(state["parent_run_id"])}
+    artifacts = {a.path for a in client(sweep.out).list_artifacts(state.parent_run_id)}
     assert {"summary.md", "summary.csv", "summary.json"} <= artifacts
     assert parent.info.status == "FINISHED"
 
@@ -273,7 +273,7 @@ def test_the_report_reads_test_only_for_the_chosen_checkpoints(sweep):
 
 def test_the_report_is_logged_to_the_parent_run(sweep):
     state = sweep_state(sweep.out)
-    artifacts = {a.path for a in client(sweep.out).list_artifacts(state["parent_run_id"], "report")}
+    artifacts = {a.path for a in client(sweep.out).list_artifacts(state.parent_run_id, "report")}
     assert {"report/report.md", "report/report.json"} <= artifacts
     assert {"report/dev_curves.png", "report/schedules.png", "report/differences.png"} <= artifacts
 
@@ -285,7 +285,7 @@ def test_the_report_command_refuses_a_folder_without_a_sweep(tmp_path, capsys):
 
 def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(sweep):
     state = sweep_state(sweep.out)
-    experiment = client(sweep.out).get_experiment(state["experiment_id"])
+    experiment = client(sweep.out).get_experiment(state.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
     assert f"#/experiments/{state['experiment_id']}/runs" in sweep.with_test.stdout
 
@@ -299,7 +299,7 @@ def test_the_report_shows_the_chosen_restarts_credit_assignment_diagnostics(swee
         hard = chosen.data.params["procedure.name"] == "ce"
         assert (row["diagnostics"]["credit_norm"] == 0) == hard  # soft argmax passes credit back; CE feeds gold
     assert "Credit assignment" in (sweep.out / "report.md").read_text()
-    parent = sweep_state(sweep.out)["parent_run_id"]
+    parent = sweep_state(sweep.out).parent_run_id
     assert "report/diagnostics.png" in {a.path for a in client(sweep.out).list_artifacts(parent, "report")}
 
 
@@ -307,8 +307,8 @@ def test_the_report_shows_the_chosen_restarts_credit_assignment_diagnostics(swee
 def test_the_configurations_link_the_sweep_prints_shows_them_in_a_real_browser(sweep):
     state = sweep_state(sweep.out)
     configurations = {run.info.run_id: run.data.tags["config_id"] for run in configuration_runs(sweep.out)}
-    with screenshots.ui_server(state["tracking_uri"]) as base:
-        links = tracking.ui_links(base, state["experiment_id"], list(configurations), "dev_score")
+    with screenshots.ui_server(state.tracking_uri) as base:
+        links = tracking.ui_links(base, state.experiment_id, list(configurations), "dev_score")
         page = subprocess.run(
             ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
              "--dump-dom", links["configurations"]],
@@ -316,5 +316,5 @@ def test_the_configurations_link_the_sweep_prints_shows_them_in_a_real_browser(s
         ).stdout  # fmt: skip
     assert f"Comparing {len(configurations)} Runs" in page
     assert all(config_id in page for config_id in configurations.values())
-    printed = tracking.ui_links("http://127.0.0.1:5000", state["experiment_id"], list(configurations), "dev_score")
+    printed = tracking.ui_links("http://127.0.0.1:5000", state.experiment_id, list(configurations), "dev_score")
     assert printed["configurations"] in sweep.with_test.stdout

@@ -4,7 +4,8 @@ artifacts served through the server, and the groups' Optuna studies in the same 
 One server, one PostgreSQL and one local Ray serve the module. Three sweeps of the same space log to the server at
 once as user alice, the password in MLFLOW_TRACKING_PASSWORD: one in this process, scored on test, and two as
 subprocesses that keep their studies in PostgreSQL, one of which is interrupted (Ctrl-C) after its first trial and
-resumed with the same command while the others go on. Slices are tiny and every trial trains one epoch.
+resumed while the others go on (it starts paused, so that the interruption lands after its first trial and before
+its last by construction). Slices are tiny and every trial trains one epoch.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from functools import partial
@@ -26,11 +25,14 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from sweep_helpers import (
-    REPO,
     SMOKE,
     data_overrides,
     end,
     finished_keys,
+    held,
+    launch,
+    lift_pause,
+    release,
     run_main,
     summary,
     sweep_state,
@@ -83,15 +85,7 @@ def run_as(environment: dict[str, str], argv: list):
 def launch_as(environment: dict[str, str], argv: list, log: Path) -> subprocess.Popen:
     """sweep_helpers.launch with `environment` added to the sweep's (not to this process's: a thread launches
     one while another sweep runs here)."""
-    command = [sys.executable, "-m", "orchestrator.sweep", *map(str, argv)]
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**os.environ, **environment},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # for sweep_helpers.end
-    )
+    return launch(argv, log, env=environment)
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +133,10 @@ def sweeps(stack, data, tmp_path_factory):
 
 
 class Resumption:
-    """A sweep launched, interrupted (Ctrl-C) once its output shows a finished trial, and relaunched with the same
-    command; `run` does it all, in a thread beside the sweep that runs in this process. Keeps both exit codes
-    and the sweep's Optuna studies as the interruption left them."""
+    """A sweep launched paused (every trial holds before its first epoch), its first trial released, interrupted
+    (Ctrl-C) once that trial has finished and the next one holds, and relaunched with the same command less the
+    pause; `run` does it all, in a thread beside the sweep that runs in this process. Keeps both exit codes and
+    the sweep's Optuna studies as the interruption left them."""
 
     def __init__(self, environment: dict[str, str], argv: list, root: Path, storage: str, database_password: str):
         self.environment, self.argv, self.root = environment, argv, root
@@ -152,22 +147,32 @@ class Resumption:
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        out, log = self.root / "first", self.root / "first.log"
         try:
-            first = self._launch("first")
-            deadline = time.monotonic() + BOUND
-            while first.poll() is None and not finished_keys((self.root / "first.log").read_text()):
-                assert time.monotonic() < deadline, f"no finished trial within {BOUND} s"
-                time.sleep(0.5)
+            first = self._launch("first", "--pause-after-epoch", "0")
+            (trial, *_) = self._wait(first, "a held trial", lambda: held(out))
+            release(out, trial)
+            self._wait(first, f"{trial} finished and another held",
+                       lambda: trial in finished_keys(log.read_text()) and set(held(out)) - {trial})  # fmt: skip
             first.send_signal(signal.SIGINT)
             self.codes[0] = first.wait(timeout=BOUND)
-            run_id = sweep_state(self.root / "first")["parent_run_id"]
+            run_id = sweep_state(out).parent_run_id
             self.interrupted = study_trials(self.storage, run_id, self.database_password)
+            lift_pause(out)
             self.codes[1] = self._launch("resumed").wait(timeout=BOUND)
         except BaseException as error:  # raised again in the fixture, in pytest's thread
             self.error = error
 
-    def _launch(self, name: str) -> subprocess.Popen:
-        self.processes.append(launch_as(self.environment, self.argv, self.root / f"{name}.log"))
+    def _wait(self, process: subprocess.Popen, what: str, check):
+        deadline = time.monotonic() + BOUND
+        while not (found := check()):
+            assert process.poll() is None, f"the sweep exited ({process.returncode}) before {what}"
+            assert time.monotonic() < deadline, f"no {what} within {BOUND} s"
+            time.sleep(0.5)
+        return found
+
+    def _launch(self, name: str, *extra: str) -> subprocess.Popen:
+        self.processes.append(launch_as(self.environment, [*self.argv, *extra], self.root / f"{name}.log"))
         return self.processes[-1]
 
     def end(self) -> None:
@@ -213,23 +218,23 @@ def database_password(stack, monkeypatch) -> None:
 def test_the_smoke_sweep_logs_to_the_team_server_over_http(stack, scored, alice):
     assert scored.session.code == 0, scored.session.stderr[-3000:]
     state = sweep_state(scored.out)
-    assert state["tracking_uri"] == stack.server.uri
-    trials = tracking.sweep_runs(alice, state["experiment_id"], state["parent_run_id"])
+    assert state.tracking_uri == stack.server.uri
+    trials = tracking.sweep_runs(alice, state.experiment_id, state.parent_run_id)
     assert sorted(run.data.tags["trial_key"] for run in trials) == sorted(
         t["key"] for t in summary(scored.out)["trials"]
     )
-    assert alice.get_run(state["parent_run_id"]).info.status == "FINISHED"
+    assert alice.get_run(state.parent_run_id).info.status == "FINISHED"
 
 
 def test_the_chosen_checkpoints_and_summaries_arrive_as_artifacts_served_by_the_server(stack, scored, alice, tmp_path):
     state = sweep_state(scored.out)
-    assert alice.get_experiment(state["experiment_id"]).artifact_location.startswith("mlflow-artifacts:")
-    parent = Path(alice.download_artifacts(state["parent_run_id"], "", str(tmp_path / "parent")))
+    assert alice.get_experiment(state.experiment_id).artifact_location.startswith("mlflow-artifacts:")
+    parent = Path(alice.download_artifacts(state.parent_run_id, "", str(tmp_path / "parent")))
     for name in ("summary.md", "summary.csv", "summary.json"):
         assert filecmp.cmp(parent / name, scored.out / name, shallow=False), name
     record = json.loads((scored.out / "test_scores.json").read_text())
     for key, entry in record.items():
-        run = tracking.find_run(alice, state["experiment_id"], state["parent_run_id"], "trial_key", key)
+        run = tracking.find_run(alice, state.experiment_id, state.parent_run_id, "trial_key", key)
         folder = Path(alice.download_artifacts(run.info.run_id, "best_checkpoint", str(tmp_path / key)))
         local = Path(entry["result"]["checkpoint"])
         assert digest(folder / local.name) == digest(local)
@@ -248,7 +253,7 @@ def test_no_password_reaches_the_output_directory_the_runs_or_the_printed_output
     files = [path for path in scored.out.rglob("*") if path.is_file()]
     assert (scored.out / "sweep.json") in files
     state = sweep_state(scored.out)
-    runs = alice.search_runs([state["experiment_id"]], max_results=1000)
+    runs = alice.search_runs([state.experiment_id], max_results=1000)
     values = [v for run in runs for v in (*run.data.params.values(), *run.data.tags.values())]
     for secret in secrets_:
         assert secret not in printed
@@ -282,22 +287,21 @@ def test_a_sweep_without_credentials_is_refused_naming_the_variables(stack, data
 def test_two_sweeps_at_once_each_log_their_own_parent_run_and_each_trial_once(pair, alice):
     assert pair.codes == {"first": 130, "second": 0, "resumed": 0}, pair.texts
     states = [sweep_state(pair.root / name) for name in ("first", "second")]
-    assert states[0]["experiment_id"] == states[1]["experiment_id"]  # one space: one experiment
-    assert states[0]["parent_run_id"] != states[1]["parent_run_id"]
+    assert states[0].experiment_id == states[1].experiment_id  # one space: one experiment
+    assert states[0].parent_run_id != states[1].parent_run_id
     for name, state in zip(("first", "second"), states, strict=True):
         keys = [
-            run.data.tags["trial_key"]
-            for run in tracking.sweep_runs(alice, state["experiment_id"], state["parent_run_id"])
+            run.data.tags["trial_key"] for run in tracking.sweep_runs(alice, state.experiment_id, state.parent_run_id)
         ]
         assert sorted(keys) == sorted(t["key"] for t in summary(pair.root / name)["trials"]), name
         assert len(set(keys)) == len(keys) == 3, name
-        assert alice.get_run(state["parent_run_id"]).info.status == "FINISHED"
+        assert alice.get_run(state.parent_run_id).info.status == "FINISHED"
 
 
 def test_each_sweep_keeps_its_own_studies_in_the_shared_storage(pair, database_password):
     names = {s.study_name for s in optuna.get_all_study_summaries(pair.storage, include_best_trial=False)}
     for name in ("first", "second"):
-        run_id = sweep_state(pair.root / name)["parent_run_id"]
+        run_id = sweep_state(pair.root / name).parent_run_id
         assert {f"smoke/{run_id}/ce", f"smoke/{run_id}/soft_greedy_annealed"} <= names
         assert json.loads((pair.root / name / "sweep.json").read_text())["optuna_storage"] == pair.storage
         assert not (pair.root / name / "optuna.db").exists()
@@ -305,7 +309,7 @@ def test_each_sweep_keeps_its_own_studies_in_the_shared_storage(pair, database_p
 
 def test_an_interrupted_sweep_resumed_with_the_same_command_continues_its_studies(stack, pair):
     assert "resuming the sweep in" in pair.texts["resumed"]
-    after = study_trials(pair.storage, sweep_state(pair.root / "first")["parent_run_id"], stack.database.password)
+    after = study_trials(pair.storage, sweep_state(pair.root / "first").parent_run_id, stack.database.password)
     assert set(after) == set(pair.interrupted)
     for name, (study_id, numbers) in after.items():
         assert study_id == pair.interrupted[name][0]  # the same study, not a new one of the same name
@@ -368,7 +372,7 @@ def test_a_teammate_given_the_sweepers_role_logs_to_a_space_another_started(stac
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", bob)
     experiment_id = tracking.prepare_experiment(stack.server.uri, "smoke", tmp_path)
-    assert experiment_id == sweep_state(scored.out)["experiment_id"]
+    assert experiment_id == sweep_state(scored.out).experiment_id
     run = MlflowClient(stack.server.uri).create_run(experiment_id, run_name="bob's sweep")
     assert run.info.experiment_id == experiment_id
 
