@@ -31,6 +31,7 @@ from orchestrator.loopback import (
     stop_sweep,
 )
 from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+from orchestrator.sweep import int_at_least, seconds
 
 SPACE = REPO / "search_spaces" / "smoke.yaml"
 
@@ -158,16 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="working directory (the sweep's --out is OUT/out)")
-    parser.add_argument("--workers", type=int, default=2, help="worker nodes of 1 CPU each (default 2)")
-    parser.add_argument("--every", type=float, default=40.0, help="seconds between kills (default 40)")
-    parser.add_argument("--kills", type=int, default=4, help="kill at most this many nodes (default 4)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (default 6)")
-    parser.add_argument("--restarts", type=int, default=2, help="restarts (seeds) per configuration (default 2)")
-    parser.add_argument("--train-sentences", type=int, default=600, help="training sentences (default 600)")
-    parser.add_argument("--dev-sentences", type=int, default=100, help="dev sentences (default 100)")
-    parser.add_argument("--max-failures", type=int, default=3, help="the sweep's --max-failures (default 3)")
+    parser.add_argument("--workers", type=int_at_least(1), default=2, help="worker nodes of 1 CPU each (default 2)")
+    parser.add_argument("--every", type=seconds, default=40.0, help="seconds between kills (default 40)")
+    parser.add_argument("--kills", type=int_at_least(0), default=4, help="kill at most this many nodes (default 4)")
+    parser.add_argument("--epochs", type=int_at_least(1), default=6, help="epochs per trial (default 6)")
+    parser.add_argument(
+        "--restarts", type=int_at_least(1), default=2, help="restarts (seeds) per configuration (default 2)"
+    )
+    parser.add_argument("--train-sentences", type=int_at_least(1), default=600, help="training sentences (default 600)")
+    parser.add_argument("--dev-sentences", type=int_at_least(1), default=100, help="dev sentences (default 100)")
+    parser.add_argument(
+        "--max-failures", type=int_at_least(-1), default=3, help="the sweep's --max-failures (default 3)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the killer's choices (default 0)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds (3600)")
+    parser.add_argument("--timeout", type=seconds, default=3600.0, help="give up after this many seconds (3600)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="passed to the sweep"
     )
@@ -179,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a cluster on 127.0.0.1, reached by nobody else
     root = args.out.expanduser().resolve()
     out, storage, log = root / "out", root / "storage", root / "sweep.log"
+    if root.exists() and not root.is_dir():
+        print(f"error: --out {root}: a file, not a directory", file=sys.stderr)
+        return 2
     if out.exists():
         print(f"error: {out} exists; give a new --out", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ the sweep accepts. Trainer keys (base, fixed, axes, where) are listed by `python
 
 from __future__ import annotations
 
+import argparse
 import sys
 import typing
 
@@ -48,7 +49,9 @@ def _short(value) -> str:
     return repr(value)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.describe", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
     print("\n".join(describe(SearchSpace)))
     return 0
 

@@ -119,7 +119,7 @@ def _last_diagnostics(curve) -> dict:
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
-        raise ReportError(f"{path} not found: {path.parent} holds no {what}")
+        raise ReportError(f"{path} not found: {path.parent} does not hold {what}")
     return json.loads(path.read_text())
 
 

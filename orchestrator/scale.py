@@ -27,6 +27,7 @@ from pathlib import Path
 
 from orchestrator.loopback import LoopbackCluster, conll_slices, data_overrides, launch_sweep, stop_sweep
 from orchestrator.outdir import SweepState
+from orchestrator.sweep import int_at_least, seconds
 
 EPILOG = """\
 examples:
@@ -92,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="working directory (one sweep per size in it)")
-    parser.add_argument("--trials", type=int, nargs="+", default=[20, 60], help="sizes to run (default 20 60)")
-    parser.add_argument("--workers", type=int, default=2, help="worker nodes of 1 CPU each (default 2)")
-    parser.add_argument("--train-sentences", type=int, default=32, help="training sentences (default 32)")
-    parser.add_argument("--dev-sentences", type=int, default=32, help="dev sentences (default 32)")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="give up on a sweep after this many seconds")
+    parser.add_argument(
+        "--trials", type=int_at_least(1), nargs="+", default=[20, 60], help="sizes to run (default 20 60)"
+    )
+    parser.add_argument("--workers", type=int_at_least(1), default=2, help="worker nodes of 1 CPU each (default 2)")
+    parser.add_argument("--train-sentences", type=int_at_least(1), default=32, help="training sentences (default 32)")
+    parser.add_argument("--dev-sentences", type=int_at_least(1), default=32, help="dev sentences (default 32)")
+    parser.add_argument("--timeout", type=seconds, default=7200.0, help="give up on a sweep after this many seconds")
     return parser
 
 
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a cluster on 127.0.0.1, reached by nobody else
     root = args.out.expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        print(f"error: --out {root}: a file, not a directory", file=sys.stderr)
+        return 2
     data = conll_slices(root / "data", args.train_sentences, args.dev_sentences)
     figures = []
     with LoopbackCluster(workers=args.workers) as cluster:
@@ -219,8 +225,8 @@ def size_text(figure: dict) -> str:
         "training",
         "  driver main thread per trial:",
     ]
-    for name, seconds in figure["driver_seconds_per_trial"].items():
-        lines.append(f"    {name:<46} {seconds * 1000:8.1f} ms")
+    for name, per_trial in figure["driver_seconds_per_trial"].items():
+        lines.append(f"    {name:<46} {per_trial * 1000:8.1f} ms")
     calls = ", ".join(f"{library} {n:.1f}" for library, n in figure["calls_per_trial"].items())
     lines.append(f"  calls per trial from the sweep's code into: {calls}")
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -244,3 +246,71 @@ def test_rerun_with_another_tracking_uri_says_which_one_the_sweep_uses(tmp_path)
     (out / STATE_FILE).write_text(json.dumps(state_of(out)))
     other = f"sqlite:///{tmp_path / 'other.db'}"
     refused([SMOKE, "--tracking-uri", other], out, f"rerun with --tracking-uri sqlite:///{out.resolve()}/mlflow.db")
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_database_tracking_store_that_does_not_answer_is_refused_in_seconds_naming_it(dry_run, tmp_path):
+    uri = f"postgresql://sweeper@127.0.0.1:{closed_port()}/mlflow"
+    started = time.monotonic()
+    refused([SMOKE, "--tracking-uri", uri, *dry_run], tmp_path / "out", f"--tracking-uri {uri}: cannot connect")
+    assert time.monotonic() - started < 60  # it had not failed after 75 s (issue 16); the check waits 5 s
+
+
+def test_a_database_tracking_uri_shows_no_password_when_refused(tmp_path):
+    uri = f"postgresql://sweeper:s3cret@127.0.0.1:{closed_port()}/mlflow"
+    error = refused([SMOKE, "--tracking-uri", uri], tmp_path / "out", "--tracking-uri postgresql://sweeper:***@")
+    assert "s3cret" not in error
+
+
+@pytest.mark.parametrize("flag", ["--tracking-uri", "--optuna-storage"])
+def test_a_sqlite_file_in_a_folder_that_does_not_exist_is_refused_naming_the_folder(flag, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'absent' / 'store.db'}"
+    refused([SMOKE, flag, uri], tmp_path / "out", f"{flag} {uri}: the folder {tmp_path / 'absent'} does not exist")
+
+
+def test_a_file_store_tracking_uri_is_refused_unless_mlflow_allows_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    refused([SMOKE, "--tracking-uri", str(tmp_path / "mlruns")], tmp_path / "out", "MLFLOW_ALLOW_FILE_STORE=true")
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("", "--storage: empty"),
+        ("afile/checkpoints", "afile is a file, not a directory"),
+        ("nosuchscheme://bucket/sweeps", "not a storage URI Ray Tune can use"),
+    ],
+)
+def test_a_storage_that_cannot_hold_checkpoints_is_refused(storage, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    refused([SMOKE, "--storage", storage], tmp_path / "out", message)
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("")
+    session = run_main([SMOKE, "--out", out])
+    assert session.code == 2 and f"--out {out}: a file, not a directory" in session.stderr
+    assert out.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["orchestrator.describe", "extra"], "unrecognized arguments: extra"),
+        (["orchestrator.report", "{tmp}"], "does not hold a finished sweep's summary"),
+        (["orchestrator.pause", "{tmp}/afile"], "no sweep.json; not the output directory of a sweep"),
+        (["orchestrator.chaos", "--out", "{tmp}/afile"], "a file, not a directory"),
+        (["orchestrator.chaos", "--out", "{tmp}/c", "--every", "-3"], "must be a positive number of seconds"),
+        (["orchestrator.chaos", "--out", "{tmp}/c", "--workers", "0"], "must be at least 1, not 0"),
+        (["orchestrator.scale", "--out", "{tmp}/s", "--trials", "0"], "must be at least 1, not 0"),
+        (["orchestrator.scale", "--out", "{tmp}/afile"], "a file, not a directory"),
+    ],
+)
+def test_the_other_commands_refuse_a_wrong_value_or_path_with_status_2(command, message, tmp_path):
+    (tmp_path / "afile").write_text("")
+    argv = [part.format(tmp=tmp_path) for part in command]
+    done = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and "Traceback" not in done.stderr

@@ -1,8 +1,11 @@
 """Training runs on a slice of the real CoNLL-2003 English data: command line, determinism, resume."""
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -169,3 +172,26 @@ def test_training_never_opens_the_test_split(tmp_path, conll2003_en):
     )
     train(config, tmp_path / "run", progress=False, log=lambda _: None)
     assert not (tmp_path / "absent-test.txt").exists()
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_rerun_resumes_where_it_said(conll2003_en, tmp_path):
+    """SIGTERM lands whenever it lands (here once the first epoch is saved): the run exits 143 naming the epoch
+    it resumes after, with no traceback, and the rerun resumes after that epoch."""
+    command = [sys.executable, "-m", "trainer", "configs/ner.yaml", "--out", str(tmp_path), "--no-progress",
+               "--set", "optim.epochs=1000", "--set", "data.max_train_sentences=40",
+               "--set", "data.max_dev_sentences=20"]  # fmt: skip
+    outcomes = []
+    for _ in range(2):
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = tmp_path.stat().st_mtime_ns
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "last.pt").exists() or (tmp_path / "last.pt").stat().st_mtime_ns <= started:
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        outcomes.append((run.wait(timeout=60), *run.communicate()))
+    (first_code, _, first_err), (second_code, second_out, second_err) = outcomes
+    assert (first_code, second_code) == (143, 143), first_err + second_err
+    said = re.search(r"interrupted after epoch (\d+); rerun the same command to resume", first_err)
+    assert said and "Traceback" not in first_err + second_err
+    assert f"Resuming {tmp_path} after epoch {said.group(1)} " in second_out

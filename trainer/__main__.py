@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
+from trainer import checkpoint
+from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError, load_config
 from trainer.data.conll import DataFormatError
 from trainer.data.fetch import FetchError
@@ -22,7 +25,8 @@ examples:
 Writes DIR/metrics.json (every epoch: train loss, gold probability eps, alpha for the soft
 procedures, dev score, seconds; and the best dev epoch), DIR/best.pt (best-dev checkpoint)
 and DIR/last.pt (resume state). Rerunning the same command on the same DIR resumes after the
-last finished epoch, schedules included. Training never reads the test split.
+last finished epoch, schedules included: Ctrl-C or SIGTERM stops a run at once (exit status 130 or 143)
+and loses only the epoch in progress. Training never reads the test split.
 Every config key, its default and meaning: python -m trainer.describe (or configs/*.yaml).
 """
 
@@ -49,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-progress", action="store_true", help="no progress bar within epochs (shown only on a terminal)"
     )
     args = parser.parse_args(argv)
+    terminated: list[int] = []
+
+    def stop(signum, frame) -> None:  # SIGTERM (kill, systemd, Kubernetes) stops the run as Ctrl-C does
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out}: a file, not a run directory")
@@ -67,11 +78,26 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted {resume_point(args.out)}; rerun the same command to resume", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"best dev {summary['metric']} {summary['best_dev_score']:.2f} at epoch {summary['best_epoch']}; "
         f"wrote {args.out / 'metrics.json'} and {args.out / 'best.pt'}"
     )
     return 0
+
+
+def resume_point(out: Path) -> str:
+    """Where a rerun goes on from: the epoch of the resume state in last.pt."""
+    if not (out / checkpoint.LAST).exists():
+        return "before the first epoch ended"
+    try:
+        return f"after epoch {checkpoint.load(out / checkpoint.LAST, required=('schedule',))['schedule']['epoch']}"
+    except CheckpointError:
+        return "with an unreadable last.pt"
 
 
 if __name__ == "__main__":
