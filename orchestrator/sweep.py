@@ -514,11 +514,12 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
             ray.shutdown()
 
 
-# Tune's saved experiment (the files at the top of its folder) and how each is read back when it is restored.
+# Tune's saved experiment (the files at the top of its folder) and how each is read back when it is restored
+# (search_gen_state-*.json is a pickle, despite its name).
 TUNE_STATE_FILES = {
     "tuner.pkl": pickle.loads,
     "experiment_state-*.json": json.loads,
-    "search_gen_state-*.json": json.loads,
+    "search_gen_state-*.json": pickle.loads,
     "searcher-state-*.pkl": pickle.loads,
 }
 

@@ -94,9 +94,10 @@ def test_interrupted_sweep_exits_130_and_says_how_to_resume(sessions):
     assert "rerun the same command to resume" in sessions.first.text
 
 
-def test_resumed_sweep_finishes(sessions):
+def test_resumed_sweep_finishes_from_the_experiment_tune_saved(sessions):
     assert sessions.second.code == 0, sessions.second.text
     assert "resuming the sweep in" in sessions.second.text
+    assert "cannot be read back" not in sessions.second.text
 
 
 def test_no_trial_runs_twice(sessions):
