@@ -136,10 +136,13 @@ def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
             location = (Path(out_dir).resolve() / ARTIFACTS_DIR).as_uri() if is_local_store(uri) else None
             experiment_id = client.create_experiment(name, artifact_location=location)
         # MLflow 3 opens an experiment of unknown kind on its GenAI overview; this one is model training: the runs.
+        # Set by every sweep, which is also how a user who may not write to the experiment is refused here.
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     except MlflowException as error:
         if error.error_code == "RESOURCE_ALREADY_EXISTS":  # a teammate's sweep created it a moment ago
             return prepare_experiment(uri, name, out_dir)
+        if error.error_code != "PERMISSION_DENIED" and tagged(client, name):
+            return client.get_experiment_by_name(name).experiment_id  # a teammate's sweep set the tag at once
         if error.error_code == "PERMISSION_DENIED":
             user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
             raise TrackingStoreError(
@@ -148,6 +151,13 @@ def prepare_experiment(uri: str, name: str, out_dir: Path) -> str:
             ) from None
         raise
     return experiment_id
+
+
+def tagged(client: MlflowClient, name: str) -> bool:
+    """Whether experiment `name` carries the model-training kind (two sweeps setting it at once: one of them gets
+    a duplicate-key error from a database store)."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment is not None and experiment.tags.get(EXPERIMENT_KIND_TAG) == MODEL_TRAINING_KIND
 
 
 def start_parent_run(uri: str, experiment_id: str, space: SearchSpace, space_file: Path, out_dir: Path) -> str:

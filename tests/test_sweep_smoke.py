@@ -287,7 +287,7 @@ def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(sweep):
     state = sweep_state(sweep.out)
     experiment = client(sweep.out).get_experiment(state.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
-    assert f"#/experiments/{state['experiment_id']}/runs" in sweep.with_test.stdout
+    assert f"#/experiments/{state.experiment_id}/runs" in sweep.with_test.stdout
 
 
 def test_the_report_shows_the_chosen_restarts_credit_assignment_diagnostics(sweep):

@@ -181,6 +181,6 @@ def test_describe_lists_every_search_space_key(capsys):
     from orchestrator.describe import main
     from orchestrator.space import SearchSpace
 
-    assert main() == 0
+    assert main([]) == 0
     listed = {line.split(":")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")}
     assert listed == set(SearchSpace.model_fields)
