@@ -31,6 +31,7 @@ from orchestrator.loopback import (
     stop_sweep,
 )
 from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+from orchestrator.space import load_space
 from orchestrator.sweep import int_at_least, seconds
 
 SPACE = REPO / "search_spaces" / "smoke.yaml"
@@ -57,7 +58,7 @@ def tune_records(storage: Path) -> dict[str, list[dict]]:
     return records
 
 
-def tally(out: Path, storage: Path) -> dict:
+def tally(out: Path, storage: Path, space) -> dict:
     """What a sweep that lost nodes left behind, from its MLflow runs, Optuna studies and Tune's records."""
     import optuna
     from mlflow.tracking import MlflowClient
@@ -75,7 +76,7 @@ def tally(out: Path, storage: Path) -> dict:
     for summary in optuna.get_all_study_summaries(studies):
         study = optuna.load_study(study_name=summary.study_name, storage=studies)
         for trial in study.trials:
-            restarts = json.loads(state.fingerprint)["restarts"] if trial.state.name == "COMPLETE" else 1
+            restarts = space.restarts_of(trial.state.name)
             expected |= {trial_key(summary.study_name, trial.number, r) for r in range(restarts)}
             steps = sorted(trial.intermediate_values)
             if steps != list(range(1, len(steps) + 1)):
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / f"{SUMMARY_STEM}.json").exists():
         print(f"the sweep ended without a summary (exit status {sweep.returncode}); see {log}", file=sys.stderr)
         return 1
-    counts = tally(out, storage)
+    counts = tally(out, storage, load_space(SPACE, sets + data_overrides(paths)[1::2], test_split=False))
     print(report(counts, kills, sweep.returncode, seconds))
     clean = not any(counts[k] for k in ("lost", "duplicated", "unfinished", "mlflow_gaps", "optuna_gaps"))
     return 0 if clean and not counts["trained_twice"] and sweep.returncode == 0 else 1

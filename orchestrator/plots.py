@@ -121,7 +121,9 @@ def differences(report: dict, path: Path) -> Path:
     axis.set_yticks(range(len(rows)), [f"{row['table']}: {row['label']}" for row in rows], fontsize=8)
     axis.invert_yaxis()
     percent = f"{100 * report['level']:g}%"
-    axis.set_xlabel(f"mean test {report['metric']} over restarts − CE's, {percent} interval over restarts and sentences")
+    axis.set_xlabel(
+        f"mean test {report['metric']} over restarts − CE's, {percent} interval over restarts and sentences"
+    )
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 

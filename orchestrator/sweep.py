@@ -664,7 +664,7 @@ def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
         if len(trials) < space.planned_configurations(group):
             return f"group {group}: {len(trials)} of {space.planned_configurations(group)} configurations started"
         for trial in trials:
-            expected = space.restarts if trial.state.name == "COMPLETE" else 1
+            expected = space.restarts_of(trial.state.name)
             cid = config_id(group, trial.number)
             if trial.state.name in ("RUNNING", "WAITING") or finished_restarts.get(cid, 0) < expected:
                 return f"configuration {cid} not finished"

@@ -85,7 +85,7 @@ def expected_keys(out: Path, space) -> list[str]:
     storage = sweep_state(out).optuna_storage
     for group in space.groups:
         for trial in optuna.load_study(study_name=group, storage=storage).trials:
-            restarts = space.restarts if trial.state.name == "COMPLETE" else 1
+            restarts = space.restarts_of(trial.state.name)
             keys += [trial_key(group, trial.number, restart) for restart in range(restarts)]
     return sorted(keys)
 
