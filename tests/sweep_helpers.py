@@ -150,12 +150,15 @@ def final_train_log(outcome: dict) -> list[str]:
 
 
 def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
-    """Per trial key, the newest checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
+    """Per trial key, the newest complete checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
     Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
     newest: dict[str, tuple[int, Path]] = {}
     for last in (out_dir / TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
         key = last.parent.parent.name.rsplit("_", 1)[0]
-        epoch = int(checkpoint.load(last)["schedule"]["epoch"])
+        try:
+            epoch = int(checkpoint.load(last)["schedule"]["epoch"])
+        except checkpoint.CheckpointError:
+            continue  # cut short by the kill while Tune copied it into storage: no trial resumes from it either
         if epoch > newest.get(key, (-1, None))[0]:
             newest[key] = (epoch, last)
     return newest
