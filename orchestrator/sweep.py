@@ -285,7 +285,7 @@ def plan_text(space: SearchSpace, path: Path) -> str:
         lines.append(f"  table {row.table}  {row_id:<24} {row.label}  <- {where}")
     lines.append(
         f"\n{total} configuration(s), at most {total * space.restarts} trial(s) "
-        "(a pruned configuration runs only its first restart)"
+        f"(a pruned configuration runs only its {space.scouts} scout(s))"
     )
     return "\n".join(lines)
 
