@@ -52,7 +52,8 @@ stops it cleanly; a killed driver resumes too): finished trials are not run agai
 from their newest checkpoint in the storage, and no MLflow run is duplicated. One driver at a time owns an
 --out: a second one is refused while the first runs. The output directory holds summary.md/.csv/.json,
 test_scores.json, mlflow.db (unless --tracking-uri), optuna.db (unless --optuna-storage), driver.lock and
-the Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
+the Ray Tune experiment (ray-RUN/ in the storage, one directory per trial with its last checkpoint:
+best.pt, last.pt).
 python -m orchestrator.pause OUT holds the trials at their next epoch boundary (--resume lets them go on).
 Exit status: 0 done, 1 a row without a finished trial, a failure or a full disk, 2 bad search space or
 options, an --out holding another sweep or in use by another driver, or a tracking store, Optuna storage
@@ -414,6 +415,7 @@ def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state
         else:
             state.experiment_id = experiment_id
             state.parent_run_id = tracking.start_parent_run(tracking_uri, experiment_id, space, args.space, out_dir)
+            state.tune_name = f"{TUNE_DIR}-{state.parent_run_id[:8]}"
             state.save(out_dir)
         return run_owned_sweep(space, args, out_dir, state, started)
 
@@ -469,7 +471,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     try:
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
         trainable = tune.with_resources(SweepTrial, resources)
-        experiment = f"{state.storage.rstrip('/')}/{TUNE_DIR}"
+        experiment = state.tune_experiment
         concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
         # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises
         # them behind worker start-up. The searcher itself keeps to `concurrency`.
@@ -495,7 +497,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                     trial_dirname_creator=trial_dirname,
                 ),
                 run_config=tune.RunConfig(
-                    name=TUNE_DIR,
+                    name=state.tune_name,
                     storage_path=state.storage,
                     verbose=0,
                     callbacks=[StopOnDiskFull(), tracker, TrialLines(studies)],

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import pause, sweep, tracking
 from orchestrator.loopback import REPO, conll_slices, data_overrides, launch_sweep, stop_sweep
-from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+from orchestrator.outdir import SUMMARY_STEM, SweepState
 from trainer import checkpoint
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -149,11 +149,16 @@ def final_train_log(outcome: dict) -> list[str]:
     return (Path(outcome["checkpoint_dir"]) / "train.log").read_text().splitlines()
 
 
+def tune_experiment(out_dir: Path) -> Path:
+    """The folder of the sweep's Tune experiment (in its storage, a local directory in the tests)."""
+    return Path(sweep_state(out_dir).tune_experiment)
+
+
 def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
     """Per trial key, the newest complete checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
     Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
     newest: dict[str, tuple[int, Path]] = {}
-    for last in (out_dir / TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
+    for last in tune_experiment(out_dir).glob("*_*/checkpoint_*/last.pt"):
         key = last.parent.parent.name.rsplit("_", 1)[0]
         try:
             epoch = int(checkpoint.load(last)["schedule"]["epoch"])

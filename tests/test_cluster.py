@@ -236,7 +236,7 @@ def test_each_configuration_has_one_run_whose_mean_per_epoch_is_over_its_restart
 def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss: one sweep at a time on the cluster
     root = tmp_path_factory.mktemp("driver_loss")
     argv, _ = sweep_argv(cluster, root, data, restarts=1)  # three trials: two, then a third once one finished
-    out, storage = root / "out", root / "storage"
+    out = root / "out"
     first_log, second_log = root / "first.log", root / "second.log"
 
     first = launch_sweep([*argv, "--pause-after-epoch", "1"], first_log)
@@ -254,7 +254,7 @@ def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss:
     finally:
         stop_sweep(first)
     first_text = first_log.read_text()
-    newest = newest_checkpoints(storage)
+    newest = newest_checkpoints(out)
     last_pts = {key: last.read_bytes() for key, (_, last) in newest.items()}  # a resumed trial replaces its own
     lift_pause(out)
     second = launch_sweep(argv, second_log)

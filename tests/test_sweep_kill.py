@@ -38,11 +38,11 @@ from sweep_helpers import (
     summary,
     trained_epochs,
     trial_runs,
+    tune_experiment,
     wait_for,
     write_slices,
 )
 
-from orchestrator.outdir import TUNE_DIR
 from orchestrator.space import load_space, trial_key
 from orchestrator.studies import storage_url
 
@@ -52,7 +52,7 @@ BOUND = 900  # seconds, for any one wait on a loaded machine
 
 def saved_experiment(out: Path) -> dict[str, bytes]:
     """The files of the experiment Tune has saved (its state, the searcher's), read twice with no save between."""
-    experiment = out / TUNE_DIR
+    experiment = tune_experiment(out)
 
     def read() -> dict[str, bytes]:
         return {path.name: path.read_bytes() for path in experiment.iterdir() if path.is_file()}
@@ -64,7 +64,7 @@ def saved_experiment(out: Path) -> dict[str, bytes]:
 
 
 def put_back(out: Path, saved: dict[str, bytes]) -> None:
-    experiment = out / TUNE_DIR
+    experiment = tune_experiment(out)
     for path in experiment.iterdir():
         if path.is_file() and path.name not in saved:
             path.unlink()

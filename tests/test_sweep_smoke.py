@@ -368,3 +368,11 @@ def test_the_configurations_link_the_sweep_prints_shows_them_in_a_real_browser(s
     assert all(config_id in page for config_id in configurations.values())
     printed = tracking.ui_links("http://127.0.0.1:5000", state.experiment_id, list(configurations), "dev_score")
     assert printed["configurations"] in sweep.with_test.stdout
+
+
+def test_the_tune_experiment_is_named_after_the_sweeps_run_so_that_no_two_sweeps_share_its_staging(sweep):
+    """Tune stages a driver's experiment in the Ray session's artifacts/<start second>/<name>: two sweeps started
+    in the same second on one node with one name shared it, and each saved the other's trials as its own."""
+    state = sweep_state(sweep.out)
+    assert state.tune_name == f"ray-{state.parent_run_id[:8]}"
+    assert (sweep.out / state.tune_name / "tuner.pkl").is_file()

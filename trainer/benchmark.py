@@ -225,8 +225,8 @@ def speed_table(args: argparse.Namespace) -> list[str]:
         kept = saved[(procedure, top_k)]
         kept_ratio = f"{kept / base_saved:.2f}" if base_saved else "-"
         flops, floor = floors.get((procedure, top_k), (None, None))
-        rate = f"{flops / seconds / 1e9:.1f}" if flops else "-"
-        floor_ms, over_floor = (f"{1000 * floor:.2f}", f"{seconds / floor:.2f}") if floor else ("-", "-")
+        rate = f"{flops / seconds / 1e9:.3g}" if flops else "-"
+        floor_ms, over_floor = (f"{1000 * floor:.3g}", f"{seconds / floor:.2f}") if floor else ("-", "-")
         lines.append(
             f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6} {rate:>8} {floor_ms:>9} "
             f"{over_floor:>8} {kept / 2**20:>9.1f} {kept_ratio:>6}"
