@@ -177,3 +177,14 @@ def trained_epochs(lines: list[str]) -> list[int]:
 def resumed_after(lines: list[str]) -> list[int]:
     """The epoch each resume of the run started after ("Resuming DIR after epoch N (step S)")."""
     return [int(m.group(1)) for line in lines if (m := re.match(r"Resuming .* after epoch (\d+) ", line))]
+
+
+def assert_one_finished_run_per_trial_with_each_epoch_once(out_dir: Path) -> None:
+    """Every trial of the summary has exactly one MLflow run, finished, with each epoch's dev score logged once,
+    in order: what no interruption, kill or full disk may change."""
+    runs = trial_runs(out_dir)
+    assert sorted(run.data.tags["trial_key"] for run in runs) == sorted(t["key"] for t in summary(out_dir)["trials"])
+    for run in runs:
+        steps = [m.step for m in dev_history(out_dir, run)]
+        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
+        assert run.info.status == "FINISHED", run.data.tags["trial_key"]

@@ -5,30 +5,16 @@ without gold mixing and dropout, from the same random draws."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_ner import TAGS, WORDS, padded_ner_batch
 
 from trainer.config import NerModelConfig
 from trainer.feedback import FeedbackPolicy
 from trainer.model import build_ner_model
-from trainer.vocabulary import BOS, PAD, UNK, Vocabulary
-
-WORDS = Vocabulary([PAD, UNK] + [f"w{i}" for i in range(30)])
-TAGS = Vocabulary([PAD, BOS, "O", "B-ORG", "I-ORG", "B-PER", "I-PER"])
-
-
-def batch():
-    generator = torch.Generator().manual_seed(3)
-    src = torch.randint(2, len(WORDS), (5, 7), generator=generator)
-    lengths = torch.tensor([7, 6, 4, 3, 1])
-    targets = torch.randint(2, len(TAGS), (5, 7), generator=generator)
-    for row, length in enumerate(lengths.tolist()):
-        src[row, length:] = WORDS.pad_id
-        targets[row, length:] = TAGS.pad_id
-    return src, lengths, targets
 
 
 def run(model, unroll, procedure: str, gold_probability: float, alpha: float, top_k=None):
     """Logits, loss and parameter gradients of one training step with the decoder unrolled by `unroll`."""
-    src, lengths, targets = batch()
+    src, lengths, targets = padded_ner_batch()
     feedback = FeedbackPolicy(procedure, model.excluded_ids, top_k)
     model.zero_grad()
     torch.manual_seed(11)  # the same draws (coins, dropout masks, samples, noise) for both unrolls
@@ -73,7 +59,7 @@ def test_training_feeds_the_models_choice_through_the_fused_unroll(procedure):
     model = build_ner_model(NerModelConfig(), WORDS, TAGS)
     step_by_step_calls = []
     model.decoder.unroll = lambda *args: step_by_step_calls.append(1)
-    src, lengths, targets = batch()
+    src, lengths, targets = padded_ner_batch()
     logits, loss = model(src, lengths, targets, FeedbackPolicy(procedure, model.excluded_ids), gold_probability=0.5)
     assert step_by_step_calls == [] and logits.shape == (5, 7, len(TAGS)) and torch.isfinite(loss)
     expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)

@@ -24,8 +24,8 @@ import pytest
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
+    assert_one_finished_run_per_trial_with_each_epoch_once,
     data_overrides,
-    dev_history,
     end,
     final_train_log,
     finished_keys,
@@ -37,7 +37,6 @@ from sweep_helpers import (
     resumed_after,
     summary,
     trained_epochs,
-    trial_runs,
     tune_experiment,
     wait_for,
     write_slices,
@@ -163,10 +162,4 @@ def test_trial_running_at_the_kill_resumes_from_its_newest_stored_checkpoint(ses
 
 
 def test_each_trial_has_one_mlflow_run_with_each_epoch_logged_once(sessions):
-    runs = trial_runs(sessions.out)
-    keys = sorted(run.data.tags["trial_key"] for run in runs)
-    assert keys == sorted(t["key"] for t in summary(sessions.out)["trials"])
-    for run in runs:
-        steps = [m.step for m in dev_history(sessions.out, run)]
-        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
-        assert run.info.status == "FINISHED"
+    assert_one_finished_run_per_trial_with_each_epoch_once(sessions.out)
