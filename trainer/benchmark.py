@@ -231,6 +231,15 @@ def speed_table(args: argparse.Namespace) -> list[str]:
             f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6} {rate:>8} {floor_ms:>9} "
             f"{over_floor:>8} {kept / 2**20:>9.1f} {kept_ratio:>6}"
         )
+    if args.profile:  # where one row's time goes: torch's profiler over as many steps as a round times
+        from torch.profiler import ProfilerActivity, profile
+
+        row = (args.profile, None)
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(args.steps):
+                step(row)
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows)
+        lines += [f"# profile of {args.profile}, {args.steps} steps (self CPU time per operation)", table]
     return lines
 
 
@@ -296,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     speed.add_argument("--steps", type=int, default=5, help="steps per procedure and round")
     speed.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    speed.add_argument(
+        "--profile", choices=PROCEDURES, default=None, help="also profile this procedure's steps (torch.profiler)"
+    )
+    speed.add_argument("--profile-rows", type=int, default=15, help="operations the profile lists (default 15)")
     step = commands.add_parser("step", help="(internal) measure one row in this process and print JSON")
     step.add_argument("procedure", choices=PROCEDURES)
     step.add_argument("--top-k", type=int, default=0, help="0: no truncation")
