@@ -207,8 +207,9 @@ def markdown(report: dict) -> str:
         f"{percent} intervals. chosen: the restart chosen on dev (the paper's protocol), interval over sentences; "
         "over restarts: the mean of the chosen configuration's restarts, each scored on test after selection, "
         "interval over restarts and sentences (two-level bootstrap); Δ vs CE, p and verdict: that mean against "
-        "CE's, so that seed variance is in them (in brackets: the verdict of the chosen restarts alone, paired "
-        "over sentences). dev: the chosen configuration's mean ± std over its restarts. s/epoch: its mean "
+        "CE's, so that seed variance is in them (in brackets where it differs: the verdict of the chosen restarts "
+        "alone, paired over sentences). setting: k and α of the chosen configuration. dev: its mean ± std over its "
+        "restarts. s/epoch: its mean "
         "epoch time in the sweep (training and dev scoring), and that over CE's; search h: trainer-hours of "
         "every trial of the row, pruned ones included.",
     ]
@@ -218,13 +219,13 @@ def markdown(report: dict) -> str:
             f"Table {table}",
             "",
             f"| row | setting | dev {metric} (mean ± std, n) | test, chosen [{percent}] | test, over restarts "
-            f"[{percent}] | Δ vs CE [{percent}] | p | verdict (chosen restarts alone) | s/epoch (× CE) | search h |",
+            f"[{percent}] | Δ vs CE [{percent}] | p | verdict | s/epoch (× CE) | search h |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in (r for r in report["rows"] if r["table"] == table):
             verdict = row.get("verdict", "-")
-            if row.get("verdict_chosen_restart") not in (None, "baseline"):
-                verdict += f" ({row['verdict_chosen_restart']})"
+            if row.get("verdict_chosen_restart") not in (None, "baseline", verdict):
+                verdict += f" (chosen restarts alone: {row['verdict_chosen_restart']})"
             cells = [
                 row["label"],
                 row.get("setting") or "-",

@@ -612,7 +612,7 @@ def fitting_trials(space: SearchSpace) -> int:
 
 
 def collect_outcomes(results, space: SearchSpace, studies) -> list:
-    from orchestrator.selection import Outcome
+    from orchestrator.selection import Outcome, setting_text
     from orchestrator.trials import TrialMeta, fate, trainer_tree
 
     outcomes = []
@@ -621,6 +621,7 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
         meta = TrialMeta.of(result.config)
         tree = trainer_tree(result.config)
         epochs = int(result.metrics.get("epoch") or 0)
+        flat = validated_flat_config(tree, f"trial {meta.key}")
         outcome = Outcome(
             key=meta.key,
             group=meta.group,
@@ -628,11 +629,12 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
             restart=meta.restart,
             seed=tree["seed"],
             params=meta.params,
-            rows=space.rows_of(validated_flat_config(tree, f"trial {meta.key}")),
+            rows=space.rows_of(flat),
             state=fate(meta, result.error is not None, epochs, space.epochs, studies),
             epochs=epochs,
             checkpoint=result.checkpoint,
             checkpoint_dir=result.checkpoint.path if result.checkpoint is not None else None,
+            setting=setting_text(flat, meta.params),
         )
         frame = result.metrics_dataframe
         if frame is not None and metric in frame and frame[metric].notna().any():
