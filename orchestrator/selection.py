@@ -43,7 +43,7 @@ class Outcome:
     best_dev: float | None = None
     best_epoch: int | None = None
     checkpoint_dir: str | None = None  # Tune's latest checkpoint: best.pt inside is the best-dev model
-    setting: str = ""  # what the row's reader needs to know of the configuration: its k and α, its axis values
+    setting: str = "-"  # what the row's reader needs to know of the configuration: its k and α, its axis values
     checkpoint: object = field(default=None, repr=False, compare=False)  # the ray.tune.Checkpoint itself
 
 
