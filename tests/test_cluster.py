@@ -167,15 +167,24 @@ def test_every_trial_has_one_mlflow_run_with_each_epoch_logged_once_in_order(nod
         assert run.info.status == "FINISHED"
 
 
-def test_optuna_holds_each_epoch_of_each_configuration_once_as_mlflow_logged_it(node_loss):
-    scouts = {r.data.tags["trial_key"]: r for r in trial_runs(node_loss.out) if r.data.tags["restart"] == "0"}
+def test_optuna_holds_each_epoch_of_each_configuration_once_as_the_mean_of_its_scouts_mlflow_logged(node_loss):
+    runs = {r.data.tags["trial_key"]: r for r in trial_runs(node_loss.out)}
     storage = sweep_state(node_loss.out).optuna_storage
+    scouts = node_loss.space.scouts
     for group in node_loss.space.groups:
         for trial in optuna.load_study(study_name=group, storage=storage).trials:
-            scout = scouts[trial_key(group, trial.number, 0)]
-            logged = {m.step: m.value for m in dev_history(node_loss.out, scout)}
-            assert trial.intermediate_values == logged, config_id(group, trial.number)
-            assert sorted(logged) == list(range(1, int(scout.data.tags["epochs_run"]) + 1))
+            logged = [
+                {m.step: m.value for m in dev_history(node_loss.out, runs[trial_key(group, trial.number, restart)])}
+                for restart in range(scouts)
+            ]
+            both = sorted(set.intersection(*(set(epochs) for epochs in logged)))
+            assert sorted(trial.intermediate_values) == both, config_id(group, trial.number)
+            for epoch in both:
+                mean = statistics.fmean(values[epoch] for values in logged)
+                assert trial.intermediate_values[epoch] == pytest.approx(mean), (config_id(group, trial.number), epoch)
+            for restart, values in enumerate(logged):
+                run = runs[trial_key(group, trial.number, restart)]
+                assert sorted(values) == list(range(1, int(run.data.tags["epochs_run"]) + 1))
 
 
 def recorded_outcomes(out: Path, space) -> list[selection.Outcome]:
