@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import pause, sweep, tracking
 from orchestrator.loopback import REPO, conll_slices, data_overrides, launch_sweep, stop_sweep
-from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState, in_storage, storage_location
 from trainer import checkpoint
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -144,20 +145,40 @@ def wait_for(what: str, check: Callable[[], object], process: subprocess.Popen, 
     pytest.fail(f"no {what} within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def read_stored(location: str) -> bytes:
+    """A file of a sweep's storage by its location, a path or an s3:// URI (summary.json's checkpoint_dir and
+    what newest_checkpoints returns), read through pyarrow as the sweep reads it: over HTTP for s3://."""
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def final_train_log(outcome: dict) -> list[str]:
     """The train.log kept in a trial's final checkpoint (summary.json's trial entry); it accumulates across resumes."""
-    return (Path(outcome["checkpoint_dir"]) / "train.log").read_text().splitlines()
+    return read_stored(in_storage(outcome["checkpoint_dir"], "train.log")).decode().splitlines()
 
 
-def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
-    """Per trial key, the newest checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
-    Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
-    newest: dict[str, tuple[int, Path]] = {}
-    for last in (out_dir / TUNE_DIR).glob("*_*/checkpoint_*/last.pt"):
-        key = last.parent.parent.name.rsplit("_", 1)[0]
-        epoch = int(checkpoint.load(last)["schedule"]["epoch"])
-        if epoch > newest.get(key, (-1, None))[0]:
-            newest[key] = (epoch, last)
+def newest_checkpoints(storage: Path | str) -> dict[str, tuple[int, str]]:
+    """Per trial key, the newest checkpoint of it in the sweep's storage (a directory or an s3:// URI): (epochs it
+    holds, the location of its last.pt). Tune's trial directories are KEY_TRIALID; one key may have several after
+    a kill."""
+    filesystem, experiment = pyarrow.fs.FileSystem.from_uri(in_storage(str(storage), TUNE_DIR))
+
+    def folders(path: str, prefix: str) -> list[pyarrow.fs.FileInfo]:
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        return [i for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)]
+
+    newest: dict[str, tuple[int, str]] = {}
+    for trial in folders(experiment, ""):
+        for directory in folders(trial.path, "checkpoint_"):
+            last = storage_location(str(storage), f"{directory.path}/{checkpoint.LAST}")
+            try:
+                epoch = int(checkpoint.load(io.BytesIO(read_stored(last)))["schedule"]["epoch"])
+            except FileNotFoundError:
+                continue  # a checkpoint folder Tune has begun to write
+            key = trial.base_name.rsplit("_", 1)[0]
+            if epoch > newest.get(key, (-1, ""))[0]:
+                newest[key] = (epoch, last)
     return newest
 
 
