@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs
+import pytest
 from team_server import free_port, stop
 
 READY_SECONDS = 120  # a bound for a loaded machine, not an estimate (moto answered within 2 s here)
@@ -89,3 +90,13 @@ def wait_until_ready(endpoint: str, process: subprocess.Popen, log: Path) -> Non
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"moto's server did not answer within {READY_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def s3_in_environment(root: Path) -> Iterator[S3Server]:
+    """s3_server, its credentials exported into this process's environment for the block: every Ray node, sweep
+    and tool started meanwhile reads them there, as they would an instance role's."""
+    with s3_server(root) as server, pytest.MonkeyPatch.context() as patch:
+        for name, value in server.environment.items():
+            patch.setenv(name, value)
+        yield server

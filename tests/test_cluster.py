@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from s3_server import s3_server
+from s3_server import s3_in_environment
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     REPO,
@@ -61,10 +61,8 @@ BOUND = 600  # seconds, for any one wait on a loaded machine
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """The S3-protocol server, its credentials in this process's environment, and so in every node's and driver's."""
-    with s3_server(tmp_path_factory.mktemp("s3")) as server, pytest.MonkeyPatch.context() as patch:
-        for name, value in server.environment.items():
-            patch.setenv(name, value)
+    """The S3-protocol server, its credentials in every node's and driver's environment."""
+    with s3_in_environment(tmp_path_factory.mktemp("s3")) as server:
         yield server
 
 
