@@ -40,6 +40,7 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix}?endpoint_override={self.endpoint}"
 
     def filesystem(self) -> pyarrow.fs.S3FileSystem:
+        """The bucket as the tests look into it, with the server's credentials."""
         credentials = self.environment
         return pyarrow.fs.S3FileSystem(
             access_key=credentials["AWS_ACCESS_KEY_ID"], secret_key=credentials["AWS_SECRET_ACCESS_KEY"],
@@ -100,3 +101,11 @@ def s3_in_environment(root: Path) -> Iterator[S3Server]:
         for name, value in server.environment.items():
             patch.setenv(name, value)
         yield server
+
+
+def object_names(server: S3Server, prefix: str) -> set[str]:
+    """Every object below `prefix` in the bucket, by its key below the prefix."""
+    selector = pyarrow.fs.FileSelector(f"{server.bucket}/{prefix}", recursive=True, allow_not_found=True)
+    root = f"{server.bucket}/{prefix}/"
+    infos = server.filesystem().get_file_info(selector)
+    return {info.path.removeprefix(root) for info in infos if info.type == pyarrow.fs.FileType.File}

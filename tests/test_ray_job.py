@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from ray_cluster import RAY, TokenCluster
-from s3_server import s3_in_environment
+from s3_server import object_names, s3_in_environment
 from sweep_helpers import (
     SMOKE,
     client,
@@ -38,6 +38,7 @@ from sweep_helpers import (
     finished_keys,
     held,
     lift_pause,
+    read_stored,
     resumed_after,
     summary,
     sweep_state,
@@ -48,6 +49,7 @@ from sweep_helpers import (
 )
 from team_server import mlflow_server, postgres_server
 
+from orchestrator.outdir import TEST_RECORD
 from orchestrator.space import config_id, load_space, trial_key
 from orchestrator.studies import study_prefix
 
@@ -55,6 +57,7 @@ BOUND = 600  # seconds, for any one wait on a loaded machine, not an estimate
 EPOCHS = 3
 # The credentials a job's command exports from the settings file it is given (deploy/README.md, section 4).
 EXPORTED = "^(MLFLOW_TRACKING_(USERNAME|PASSWORD)|PGPASSWORD)="
+ARTIFACTS = "mlflow-artifacts"  # where in the bucket the team's MLflow server keeps the artifacts it serves
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +173,15 @@ def job_entries(cluster: TokenCluster) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def team(cluster, s3, data, tmp_path_factory, job):  # after `job`: one sweep at a time on the cluster
-    """The team's MLflow server on PostgreSQL, its user `sweeper`, and the job of a sweep that loses a worker node."""
+    """The team's MLflow server on PostgreSQL with its artifacts in the bucket, its user `sweeper`, and the job of a
+    sweep that loses a worker node."""
     root = tmp_path_factory.mktemp("team")
-    with postgres_server() as database, mlflow_server(database, root) as server, pytest.MonkeyPatch.context() as env:
+    artifacts = {"artifacts": f"s3://{s3.bucket}/{ARTIFACTS}", "environment": {"MLFLOW_S3_ENDPOINT_URL": s3.endpoint}}
+    with (
+        postgres_server() as database,
+        mlflow_server(database, root, **artifacts) as server,
+        pytest.MonkeyPatch.context() as env,
+    ):
         password = server.create_user("sweeper")
         settings = root / "server.env"  # what the README's command reads on the head: ~/mlflow/server.env
         settings.write_text(f"MLFLOW_TRACKING_USERNAME=sweeper\nMLFLOW_TRACKING_PASSWORD={password}\n"
@@ -283,6 +292,18 @@ def test_the_studies_in_postgresql_hold_each_epoch_of_each_configuration_once_as
         for trial in study.trials:
             logged = {m.step: m.value for m in dev_history(team.out, scouts[trial_key(group, trial.number, 0)])}
             assert trial.intermediate_values == logged, config_id(group, trial.number)
+
+
+def test_the_chosen_checkpoints_reach_the_bucket_through_the_team_server(team, s3, tmp_path):
+    record = json.loads((team.out / TEST_RECORD).read_text())
+    state = sweep_state(team.out)
+    assert client(team.out).get_experiment(state.experiment_id).artifact_location.startswith("mlflow-artifacts:")
+    stored = object_names(s3, ARTIFACTS)
+    for key, entry in record.items():
+        (run,) = [r for r in trial_runs(team.out) if r.data.tags["trial_key"] == key]
+        logged = Path(client(team.out).download_artifacts(run.info.run_id, "best_checkpoint/best.pt", str(tmp_path)))
+        assert logged.read_bytes() == read_stored(entry["result"]["checkpoint"]), key
+        assert f"{state.experiment_id}/{run.info.run_id}/artifacts/best_checkpoint/best.pt" in stored, key
 
 
 def test_no_secret_reaches_the_output_the_runs_the_job_logs_or_its_recorded_command(team):

@@ -20,9 +20,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
-import pyarrow.fs
 import pytest
-from s3_server import s3_in_environment
+from s3_server import object_names, s3_in_environment
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
@@ -111,14 +110,6 @@ def sessions(s3, conll2003_en, tmp_path_factory):
         kept=kept,
         objects_while_held=objects,
     )
-
-
-def object_names(s3, prefix: str) -> set[str]:
-    """Every object below `prefix` in the bucket, by its key below the prefix."""
-    selector = pyarrow.fs.FileSelector(f"{s3.bucket}/{prefix}", recursive=True, allow_not_found=True)
-    root = f"{s3.bucket}/{prefix}/"
-    infos = s3.filesystem().get_file_info(selector)
-    return {info.path.removeprefix(root) for info in infos if info.type == pyarrow.fs.FileType.File}
 
 
 def path_in_bucket(location: str) -> str:
