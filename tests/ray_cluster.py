@@ -7,7 +7,7 @@ What differs from a cloud cluster, and why:
   `ray get-auth-token --generate` as on a cloud (it writes HOME/.ray/auth_token), run with a HOME of the cluster's
   own so that this machine's ~/.ray stays untouched (a token there turns token auth on for every later
   `ray start` here); nodes and clients find it through RAY_AUTH_TOKEN_PATH instead of ~/.ray/auth_token.
-- The head runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and so do the jobs it starts: otherwise Ray turns
+- Every node runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and so do the jobs' drivers: otherwise Ray turns
   127.0.0.1 into the machine's network address, where nothing listens (orchestrator.loopback.DRIVER_ENV).
 - Worker nodes are started by tests/ray_node.py, not `ray start`, which cannot keep a worker on 127.0.0.1.
 - Ray's private `--temp-dir` per cluster (other test runs may share /tmp/ray), free ports everywhere, and a dead
