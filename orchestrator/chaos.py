@@ -30,7 +30,8 @@ from orchestrator.loopback import (
     launch_sweep,
     stop_sweep,
 )
-from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState
+from orchestrator.outdir import SUMMARY_STEM, SweepState
+from orchestrator.space import load_space
 from orchestrator.sweep import int_at_least, seconds
 
 SPACE = REPO / "search_spaces" / "smoke.yaml"
@@ -48,16 +49,17 @@ when nothing was lost or duplicated and no finished epoch was trained twice, 1 o
 """
 
 
-def tune_records(storage: Path) -> dict[str, list[dict]]:
-    """Every result Tune recorded per trial key (result.json of each of the key's trial directories)."""
+def tune_records(experiment: str) -> dict[str, list[dict]]:
+    """Every result Tune recorded per trial key (result.json of each of the key's trial directories in the
+    experiment folder `experiment`)."""
     records: dict[str, list[dict]] = {}
-    for path in sorted((storage / TUNE_DIR).glob("*_*/result.json")):
+    for path in sorted(Path(experiment).glob("*_*/result.json")):
         key = path.parent.name.rsplit("_", 1)[0]
         records.setdefault(key, []).extend(json.loads(line) for line in path.read_text().splitlines() if line)
     return records
 
 
-def tally(out: Path, storage: Path) -> dict:
+def tally(out: Path, space) -> dict:
     """What a sweep that lost nodes left behind, from its MLflow runs, Optuna studies and Tune's records."""
     import optuna
     from mlflow.tracking import MlflowClient
@@ -75,7 +77,7 @@ def tally(out: Path, storage: Path) -> dict:
     for summary in optuna.get_all_study_summaries(studies):
         study = optuna.load_study(study_name=summary.study_name, storage=studies)
         for trial in study.trials:
-            restarts = json.loads(state.fingerprint)["restarts"] if trial.state.name == "COMPLETE" else 1
+            restarts = space.restarts_of(trial.state.name)
             expected |= {trial_key(summary.study_name, trial.number, r) for r in range(restarts)}
             steps = sorted(trial.intermediate_values)
             if steps != list(range(1, len(steps) + 1)):
@@ -86,7 +88,7 @@ def tally(out: Path, storage: Path) -> dict:
         if steps != list(range(1, int(run.data.tags.get("epochs_run", len(steps))) + 1)):
             mlflow_gaps.append(run.data.tags["trial_key"])
     trained_twice = {}
-    for key, records in tune_records(storage).items():
+    for key, records in tune_records(state.tune_experiment).items():
         trained = Counter(r["epoch"] for r in records if not r.get(REPLAYED) and "epoch" in r)
         if twice := sum(n - 1 for n in trained.values()):
             trained_twice[key] = twice
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / f"{SUMMARY_STEM}.json").exists():
         print(f"the sweep ended without a summary (exit status {sweep.returncode}); see {log}", file=sys.stderr)
         return 1
-    counts = tally(out, storage)
+    counts = tally(out, load_space(SPACE, sets + data_overrides(paths)[1::2], test_split=False))
     print(report(counts, kills, sweep.returncode, seconds))
     clean = not any(counts[k] for k in ("lost", "duplicated", "unfinished", "mlflow_gaps", "optuna_gaps"))
     return 0 if clean and not counts["trained_twice"] and sweep.returncode == 0 else 1

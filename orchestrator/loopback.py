@@ -94,59 +94,24 @@ def _node_pids(node) -> list[int]:
     return [info.process.pid for infos in node.all_processes.values() for info in infos if info.process.poll() is None]
 
 
-def _tree(roots: list[int]) -> list[int]:
-    """The processes `roots` and all their descendants (from /proc), roots first."""
-    children: dict[int, list[int]] = {}
+def _processes() -> dict[int, list[str]]:
+    """Every live process by pid: the fields of /proc/PID/stat after "pid (comm)": state, ppid, pgrp, session..."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, queue = [], list(roots)
-    while queue:
-        pid = queue.pop(0)
-        if pid not in found:
-            found.append(pid)
-            queue += children.get(pid, [])
+        if fields and fields[0] != "Z":
+            found[int(stat.parent.name)] = fields
     return found
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _name(pid: int) -> str:
-    try:
-        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-    except OSError:
-        return "?"
-    return name if name.startswith("ray::") else Path(name.split()[0] if name else "?").name
-
-
-def _is_ray_process(pid: int) -> bool:
-    try:
-        return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _node_pids(node) -> list[int]:
-    return [info.process.pid for infos in node.all_processes.values() for info in infos if info.process.poll() is None]
-
-
 def _tree(roots: list[int]) -> list[int]:
-    """The processes `roots` and all their descendants (from /proc), roots first."""
+    """The processes `roots` and all their descendants, roots first."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+    for pid, fields in _processes().items():
+        children.setdefault(int(fields[1]), []).append(pid)
     found, queue = [], list(roots)
     while queue:
         pid = queue.pop(0)
@@ -204,27 +169,12 @@ def stop_sweep(process: subprocess.Popen) -> None:
     deadline = time.monotonic() + STOP_SECONDS
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = [pid for pid in left if _alive(pid)]
+        left = [pid for pid in left if pid in _processes()]
 
 
 def session_processes(session: int) -> list[int]:
     """Live processes of the session `session` (a process started with start_new_session leads one: its pid)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session ...
-            if int(fields[3]) == session and fields[0] != "Z":
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return [pid for pid, fields in _processes().items() if int(fields[3]) == session]
 
 
 def sentences(path: Path, count: int) -> str:

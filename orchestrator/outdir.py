@@ -7,7 +7,8 @@ Every module that reads or writes a file of --out takes the name from here, and 
     OUT/driver.lock         held by the running driver (DriverLock); says which process and host
     OUT/summary.{md,csv,json}, OUT/test_scores.json, OUT/report.{md,json}, OUT/report/
     OUT/mlflow.db, OUT/mlartifacts/, OUT/optuna.db   (unless the sweep tracks or studies elsewhere)
-    STORAGE/ray/            the Tune experiment: one folder per trial with its last checkpoint
+    STORAGE/ray-RUN/        the Tune experiment (RUN: the start of the sweep's MLflow run id; `ray` for sweeps
+                            before issue 16): one folder per trial with its last checkpoint
     STORAGE/pause.json      a pause (orchestrator/pause.py); STORAGE is --storage, OUT by default
     STORAGE/held/KEY.json   a note from each trial the pause holds
 """
@@ -33,7 +34,7 @@ REPORT_DIR = "report"  # figures, and the chosen checkpoints' per-sentence test 
 MLFLOW_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 OPTUNA_DB = "optuna.db"
-TUNE_DIR = "ray"  # the Tune experiment inside the storage path
+TUNE_DIR = "ray"  # the Tune experiment's name, and its folder in the storage path, of sweeps before issue 16
 PAUSE_FILE = "pause.json"  # in the storage path, where every trial reads it
 HELD_DIR = "held"  # in the storage path: a note per trial that a pause holds
 
@@ -75,6 +76,15 @@ class SweepState:
     optuna_storage: str
     experiment_id: str | None = None
     parent_run_id: str | None = None
+    # Tune's experiment name, its folder in the storage. Unique per sweep: Tune stages a driver's experiment
+    # state in the Ray session's artifacts/<start second>/<name>, which two sweeps started in the same second
+    # on one node would share, each then saving the other's trials as its own.
+    tune_name: str = TUNE_DIR
+
+    @property
+    def tune_experiment(self) -> str:
+        """The Tune experiment's folder in the storage (a path or a URI)."""
+        return in_storage(self.storage, self.tune_name)
 
     @classmethod
     def load(cls, out_dir: Path) -> SweepState | None:
@@ -97,6 +107,7 @@ class SweepState:
             )
         # Written before --optuna-storage existed: the studies were in the folder's own SQLite file.
         data.setdefault("optuna_storage", f"sqlite:///{Path(out_dir).resolve() / OPTUNA_DB}")
+        data.setdefault("tune_name", TUNE_DIR)
         return cls(**{field.name: data.get(field.name) for field in fields(cls)})
 
     @classmethod

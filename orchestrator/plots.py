@@ -32,6 +32,7 @@ class Curve:
     alpha: list[tuple[int, float]]
     credit_norm: list[tuple[int, float]]  # the opt-in diagnostics (trainer/diagnostics.py); empty when off
     gradient_variance: list[tuple[int, float]]
+    seconds: list[tuple[int, float]]  # each epoch's training and dev-scoring time, as the trainer measured it
 
 
 def read_curves(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Curve]:
@@ -54,6 +55,7 @@ def read_curves(tracking_uri: str, experiment_id: str, parent_run_id: str) -> li
             gold_probability=history(run, "gold_probability"),
             alpha=history(run, "alpha"),
             **{name: history(run, name) if name in run.data.metrics else [] for name in DIAGNOSTICS},
+            seconds=history(run, "seconds"),
         )
         for run in runs
     ]
@@ -107,7 +109,7 @@ def schedules(report: dict, curves: list[Curve], path: Path) -> Path:
 
 
 def differences(report: dict, path: Path) -> Path:
-    """Each row's paired test difference to CE with its bootstrap interval."""
+    """Each row's test difference to CE over restarts and sentences, with its two-level bootstrap interval."""
     rows = [row for row in report["rows"] if "difference" in row]
     figure, axis = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
     for position, row in enumerate(rows):
@@ -119,7 +121,9 @@ def differences(report: dict, path: Path) -> Path:
     axis.set_yticks(range(len(rows)), [f"{row['table']}: {row['label']}" for row in rows], fontsize=8)
     axis.invert_yaxis()
     percent = f"{100 * report['level']:g}%"
-    axis.set_xlabel(f"test {report['metric']} − CE's, paired bootstrap {percent} interval")
+    axis.set_xlabel(
+        f"mean test {report['metric']} over restarts − CE's, {percent} interval over restarts and sentences"
+    )
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 

@@ -24,7 +24,7 @@ class TrialLines(Callback):
         self.studies = studies
         space = studies.space
         self.metric, self.mode = space.metric.name, space.metric.mode
-        self.epochs, self.restarts = space.epochs, space.restarts
+        self.epochs, self.restarts, self.scouts = space.epochs, space.restarts, space.scouts
         self.configurations = sum(space.planned_configurations(group) for group in space.groups)
         self.setup()
 
@@ -61,14 +61,15 @@ class TrialLines(Callback):
         print(f"trial {TrialMeta.of(trial.config).key:<36} {what}{took}  {self.standing(trials)}", flush=True)
 
     def standing(self, trials) -> str:
-        """'[finished/planned trials, pruned, elapsed, left]'. A pruned first restart cancels its configuration's
-        other restarts, so `planned` shrinks as the pruner acts; the time left assumes no further pruning."""
+        """'[finished/planned trials, pruned, elapsed, left]'. A pruned configuration's scouts cancel its other
+        restarts, so `planned` shrinks as the pruner acts; the time left assumes no further pruning."""
         finished = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR") or t.trial_id in self._pruned}
         for t in trials:
             if t.trial_id in finished and t.trial_id not in self._pruned:  # finished in an earlier session
                 self._pruned[t.trial_id] = self.studies.pruned(TrialMeta.of(t.config))
         pruned = sum(self._pruned[trial_id] for trial_id in finished)
-        planned = self.configurations * self.restarts - pruned * (self.restarts - 1)
+        pruned_configurations = len({TrialMeta.of(t.config).config_id for t in trials if self._pruned.get(t.trial_id)})
+        planned = self.configurations * self.restarts - pruned_configurations * (self.restarts - self.scouts)
         running_epochs = sum(int(t.last_result.get("epoch", 0)) for t in trials if t.trial_id not in finished)
         epochs_left = (planned - len(finished)) * self.epochs - running_epochs
         elapsed = time.monotonic() - self._session_started

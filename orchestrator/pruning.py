@@ -1,18 +1,24 @@
 """The Optuna pruner as a Ray Tune scheduler: Optuna decides, Tune stops the trial.
 
 Tune's own `OptunaSearch` never asks its pruner (STACK.md), so pruning lives
-here: every epoch of a configuration's first restart is reported to that
-configuration's Optuna trial, the group's pruner is asked `should_prune`, and
-on yes the Optuna trial is told PRUNED and Tune is told STOP.
+here: every epoch of a configuration's scouts is recorded in that configuration's
+Optuna trial, and once all its scouts have reported an epoch their mean is
+reported (`Trial.report`) and the group's pruner is asked `should_prune`; on yes
+the Optuna trial is told PRUNED and Tune is told STOP, for each scout in turn.
 
-Why only the first restart: restarts of one configuration differ only by seed,
-and pruning one seed because its sibling is ahead would select on seed noise —
-what restarts exist to measure — and would leave fewer restarts to the
-configurations that happen to vary most. So the pruner compares configurations,
-each seen through the same restart index (same seed) as every other
-configuration of its group; the other restarts of a configuration start only
-once its first restart has finished unpruned (see searcher.py), and they always
-run their full budget.
+The rules every decision keeps to, whichever of Optuna's pruners makes it
+(space.PruningRules, issue 17):
+- configurations are compared only inside their group (one study per group);
+- a decision rests on the mean of the configuration's scouts, its first
+  `seeds` restarts (seeds 1, 2, ...), each configuration seen through the same
+  seeds: one seed alone would prune on seed noise, which restarts exist to
+  measure. The other restarts start only once the scouts have finished
+  unpruned (searcher.py), and always run their full budget;
+- no verdict at an epoch where this configuration and every completed one it
+  is compared with were still (almost) all fed gold: k and α act only through
+  what is fed, so until then their differences are seed noise;
+- the last epoch is reported but never pruned: a trial that ran its whole
+  budget is complete.
 
 The scheduler keeps no state of its own (Tune restores it from a pickle taken
 at the start, STACK.md): everything it needs is in the Optuna storage.
@@ -31,12 +37,15 @@ class OptunaPruningScheduler(FIFOScheduler):
     def __init__(self, studies: Studies):
         super().__init__()
         self.studies = studies
-        self.metric_name = studies.space.metric.name
-        self.epochs = studies.space.epochs
+        space = studies.space
+        self.metric_name = space.metric.name
+        self.epochs = space.epochs
+        self.scouts = space.scouts
+        self.max_gold_probability = getattr(space.pruner, "max_gold_probability", 1.0)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         meta = TrialMeta.of(trial.config)
-        if not meta.is_scout:
+        if not meta.scout:
             return TrialScheduler.CONTINUE
         if self.metric_name not in result:
             raise KeyError(
@@ -47,13 +56,18 @@ class OptunaPruningScheduler(FIFOScheduler):
         group, number = meta.group, meta.number
         configuration = self.studies.frozen(group, number)
         if configuration.state == TrialState.PRUNED:
-            # Pruned before its driver was killed, and resumed from an experiment saved earlier: it repeats
-            # the epochs it had reported, and stops again at the one it was pruned at.
+            # Its sibling scout was pruned at the epoch this one is past, or it was pruned before its driver was
+            # killed and now repeats the epochs it had reported: either way it stops at the epoch of the verdict.
             return TrialScheduler.STOP if epoch >= configuration.last_step else TrialScheduler.CONTINUE
-        # The last epoch is reported (other configurations are compared against it) but never pruned:
-        # a trial that ran its whole budget is complete.
-        check = epoch < self.epochs
-        if self.studies.report_and_check(group, number, epoch, float(result[self.metric_name]), check):
+        if configuration.state != TrialState.RUNNING:
+            return TrialScheduler.CONTINUE  # a sibling scout failed the configuration; this one runs on
+        gold = float(result.get("gold_probability", 1.0))
+        mean = self.studies.record_scout(group, number, meta.restart, epoch, float(result[self.metric_name]), gold,
+                                         self.scouts)  # fmt: skip
+        if mean is None:
+            return TrialScheduler.CONTINUE  # another scout has not reached this epoch yet
+        check = epoch < self.epochs and self.studies.fed_own_choice(group, number, epoch, self.max_gold_probability)
+        if self.studies.report_and_check(group, number, epoch, mean, check):
             self.studies.tell(group, number, TrialState.PRUNED)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

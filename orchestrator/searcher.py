@@ -1,10 +1,11 @@
 """A Ray Tune searcher that asks the groups' Optuna studies for configurations and runs each restart as a trial.
 
 One Tune trial = one configuration × one restart (seed). A configuration's first
-restart (its scout) runs first and is the only one the pruner watches
-(pruning.py says why); once it finishes unpruned, the configuration's other
-restarts are queued ahead of new configurations. New configurations are taken
-from the groups in turn, so that every row of the table makes progress.
+restarts (its scouts, SearchSpace.scouts: one without a pruner) are queued together
+ahead of everything else, and are the only ones the pruner watches (pruning.py says
+why); once they have all finished unpruned, the configuration's other restarts are
+queued ahead of new configurations. New configurations are taken from the groups
+in turn, so that every row of the table makes progress.
 
 State that must survive an interrupted sweep lives in two places: the Optuna
 storage (configurations and their fate) and this searcher's checkpoint, which
@@ -34,6 +35,7 @@ class Configuration:
     params: dict  # axis values
     launched: int = 0  # restarts handed to Tune so far
     scout: str = "RUNNING"  # Optuna state of the configuration: RUNNING, COMPLETE, PRUNED, FAIL
+    scouts_ended: set[int] = field(default_factory=set)  # scouts (restart indices) that Tune saw end
 
     @property
     def config_id(self) -> str:
@@ -76,7 +78,7 @@ class RestartSearcher(Searcher):
 
     def trial_config(self, configuration: Configuration, restart: int) -> dict:
         group, number, params = configuration.group, configuration.number, dict(configuration.params)
-        meta = TrialMeta(group, number, restart, params, self.space.resources.cpus)
+        meta = TrialMeta(group, number, restart, params, self.space.resources.cpus, restart < self.space.scouts)
         return trial_config(self.space.trainer_tree(group, params, restart), meta)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -85,17 +87,26 @@ class RestartSearcher(Searcher):
         self.state.live.discard(trial_id)
         cid, restart = self.state.trials[trial_id]
         configuration = self.state.configurations[cid]
-        if restart != 0:
+        if restart >= self.space.scouts:
             return
         group, number = configuration.group, configuration.number
-        best = self.studies.best_intermediate(group, number)
-        if error or best is None:
-            self.studies.tell(group, number, TrialState.FAIL)
-        else:
-            self.studies.tell(group, number, TrialState.COMPLETE, best)  # no-op if the pruner told PRUNED
+        configuration.scouts_ended.add(restart)
+        if error:
+            self.studies.tell(group, number, TrialState.FAIL)  # the other scouts run on; no further restarts
+        elif len(configuration.scouts_ended) == self.space.scouts:
+            best = self.studies.best_intermediate(group, number)  # of the scouts' means
+            if best is None:
+                self.studies.tell(group, number, TrialState.FAIL)
+            else:
+                self.studies.tell(group, number, TrialState.COMPLETE, best)  # no-op if the pruner told PRUNED
         configuration.scout = self.studies.state(group, number).name
 
     def _next_restart(self) -> tuple[Configuration, int] | None:
+        """A scout of a configuration already asked for (its scouts start together), else a further restart of a
+        configuration whose scouts all finished unpruned."""
+        for configuration in self.state.configurations.values():
+            if 0 < configuration.launched < self.space.scouts:
+                return configuration, configuration.launched
         for configuration in self.state.configurations.values():
             if configuration.scout == "COMPLETE" and configuration.launched < self.space.restarts:
                 return configuration, configuration.launched

@@ -43,6 +43,7 @@ class Outcome:
     best_dev: float | None = None
     best_epoch: int | None = None
     checkpoint_dir: str | None = None  # Tune's latest checkpoint: best.pt inside is the best-dev model
+    setting: str = "-"  # what the row's reader needs to know of the configuration: its k and α, its axis values
     checkpoint: object = field(default=None, repr=False, compare=False)  # the ray.tune.Checkpoint itself
 
 
@@ -152,7 +153,7 @@ def summary_rows(space: SearchSpace, choices: dict[str, Choice], scores: dict[st
                 "dev": outcome.best_dev if outcome else None,
                 "test": test,
                 "chosen": outcome.key if outcome else None,
-                "setting": setting_text(outcome.params) if outcome else "",
+                "setting": outcome.setting if outcome else "",
                 "best_epoch": outcome.best_epoch if outcome else None,
                 "config_mean_dev": choice.config_mean_dev,
                 "restarts": choice.config_restarts,
@@ -167,11 +168,25 @@ def summary_rows(space: SearchSpace, choices: dict[str, Choice], scores: dict[st
     return rows
 
 
-def setting_text(params: dict) -> str:
-    """Axis values by their last name part (procedure.alpha.alpha0 -> alpha0) where that is unambiguous."""
-    short = [key.rsplit(".", 1)[-1] for key in params]
-    names = [s if short.count(s) == 1 else key for s, key in zip(short, params, strict=True)]
-    return ", ".join(f"{name}={value}" for name, value in zip(names, params.values(), strict=True)) or "-"
+SCHEDULE_KEYS = ("procedure.k", "procedure.alpha.mode", "procedure.alpha.alpha0", "procedure.alpha.growth")
+
+
+def setting_text(flat_config: dict, params: dict) -> str:
+    """The configuration as a row's reader needs it: k where the procedure feeds its own choice, α (α0, or
+    α0·rate^epoch) where it is soft, then any other axis value by its last name part where that is unambiguous."""
+    procedure = flat_config.get("procedure.name", "ce")
+    parts = []
+    if procedure != "ce":
+        parts.append(f"k={flat_config['procedure.k']}")
+    if procedure.startswith("soft_"):
+        alpha0 = f"{flat_config['procedure.alpha.alpha0']:g}"
+        annealed = flat_config["procedure.alpha.mode"] == "annealed"
+        parts.append(f"α={alpha0}·{flat_config['procedure.alpha.growth']:g}^epoch" if annealed else f"α={alpha0}")
+    others = {key: value for key, value in params.items() if key not in SCHEDULE_KEYS}
+    short = [key.rsplit(".", 1)[-1] for key in others]
+    names = [s if short.count(s) == 1 else key for s, key in zip(short, others, strict=True)]
+    parts += [f"{name}={value}" for name, value in zip(names, others.values(), strict=True)]
+    return ", ".join(parts) or "-"
 
 
 def markdown_table(rows: list[dict], metric: str, test_scored: bool) -> str:

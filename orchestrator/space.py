@@ -159,7 +159,30 @@ class NoPruner(StrictModel):
     type: Literal["none"] = Field(description="Every trial runs its full epoch budget.")
 
 
-class MedianPruner(StrictModel):
+class PruningRules(StrictModel):
+    """What every pruner here keeps to, whichever of Optuna's decides (issue 17): decisions compare
+    configurations of one group only (one study per group), rest on the mean of several seeds, and wait until
+    the configurations differ in what they are fed."""
+
+    seeds: int = Field(
+        2,
+        ge=1,
+        description="Restarts a decision rests on: a configuration's first `seeds` restarts start together and "
+        "the pruner compares the mean of their dev scores at each epoch (capped at `restarts`). One seed alone "
+        "would prune on seed noise as often as on the configuration.",
+    )
+    max_gold_probability: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="No verdict at an epoch where the configuration and every completed configuration it is "
+        "compared with were fed gold more than this share of the time (ε, as each epoch logged it): while they "
+        "are all close to teacher forcing (epoch 1 is all gold; k = 100 stays above 0.97 for 100 epochs), their "
+        "k and α barely act and their differences are seed noise.",
+    )
+
+
+class MedianPruner(PruningRules):
     type: Literal["median"] = Field(
         description="Stop a configuration whose best score so far is worse than the median of completed "
         "configurations of its group at the same epoch (optuna.pruners.MedianPruner)."
@@ -171,7 +194,7 @@ class MedianPruner(StrictModel):
     interval: int = Field(1, ge=1, description="Check every this many epochs after the warm-up.")
 
 
-class SuccessiveHalvingPruner(StrictModel):
+class SuccessiveHalvingPruner(PruningRules):
     type: Literal["successive_halving"] = Field(
         description="Asynchronous successive halving (optuna.pruners.SuccessiveHalvingPruner)."
     )
@@ -180,7 +203,7 @@ class SuccessiveHalvingPruner(StrictModel):
     min_early_stopping_rate: int = Field(0, ge=0, description="Skips the first rungs (s in the ASHA paper).")
 
 
-class HyperbandPruner(StrictModel):
+class HyperbandPruner(PruningRules):
     type: Literal["hyperband"] = Field(description="Hyperband over successive-halving brackets (optuna.pruners).")
     min_resource: int = Field(1, ge=1, description="Epochs before the first rung of the most aggressive bracket.")
     reduction_factor: int = Field(3, ge=2, description="Only the best 1/reduction_factor go on at each rung.")
@@ -258,6 +281,17 @@ class SearchSpace(StrictModel):
         axes = self.group_axes(group)
         combos = itertools.product(*axes.values())
         return [dict(zip(axes, values, strict=True)) for values in combos]
+
+    @property
+    def scouts(self) -> int:
+        """Restarts of a configuration that run first, together, and that the pruner watches (PruningRules.seeds);
+        its other restarts start once they have finished unpruned. 1 without a pruner."""
+        return 1 if self.pruner.type == "none" else min(self.pruner.seeds, self.restarts)
+
+    def restarts_of(self, state: str) -> int:
+        """The trials a configuration has once its Optuna trial is in `state`: every restart if it completed,
+        its scouts if it was pruned or failed (they always all run)."""
+        return self.restarts if state == "COMPLETE" else self.scouts
 
     def planned_configurations(self, group: str) -> int:
         axes = self.group_axes(group)

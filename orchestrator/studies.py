@@ -2,9 +2,11 @@
 that a team shares (--optuna-storage), where optuna-dashboard can watch a running sweep.
 
 An Optuna trial here is a *configuration*, not a restart. Its intermediate values
-are the per-epoch dev scores of the configuration's first restart (its scout),
-which is what the pruner compares across the configurations of one group; its
-value is that restart's best dev score. Only the sweep's driver process opens
+are the per-epoch means of the dev scores of the configuration's scouts (its first
+restarts, which run together: SearchSpace.scouts), which is what the pruner compares
+across the configurations of one group; its value is the best of those means. Each
+scout's own scores and the configuration's ε per epoch are kept in the trial's user
+attributes, until every scout has reported an epoch and for the pruning rules. Only the sweep's driver process opens
 the storage (the searcher and the scheduler both run there), so SQLite is safe.
 
 Everything here uses Optuna's public API (`ask`, `tell`, `Trial.report`,
@@ -27,6 +29,7 @@ from orchestrator.outdir import OPTUNA_DB
 from orchestrator.space import FloatRange, IntRange, SearchSpace
 from orchestrator.trials import TrialMeta
 
+SCOUT_VALUES, GOLD_PROBABILITY = "scout_values", "gold_probability"  # user attributes of a configuration's trial
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from the sweep, not from Optuna
 
 
@@ -192,7 +195,36 @@ class Studies:
 
     def pruned(self, meta: TrialMeta) -> bool:
         """Whether a Tune trial was stopped by the pruner (only scouts are: pruning.py)."""
-        return meta.is_scout and self.state(meta.group, meta.number) == TrialState.PRUNED
+        return meta.scout and self.state(meta.group, meta.number) == TrialState.PRUNED
+
+    def record_scout(
+        self, group: str, number: int, restart: int, epoch: int, value: float, gold_probability: float, scouts: int
+    ) -> float | None:
+        """Keeps one scout's dev score and ε of one epoch; returns the mean over the configuration's `scouts`
+        scouts once all of them have reported that epoch (a scout that ran ahead waits for the others), else
+        None. A repeated epoch (a resumed trial) keeps its first value."""
+        frozen = self.frozen(group, number)
+        values = dict(frozen.user_attrs.get(SCOUT_VALUES, {}))
+        mine = dict(values.get(str(restart), {}))
+        mine.setdefault(str(epoch), value)
+        values[str(restart)] = mine
+        gold = dict(frozen.user_attrs.get(GOLD_PROBABILITY, {}))
+        gold.setdefault(str(epoch), gold_probability)
+        trial_id = self.trial_id(group, number)
+        self.storage.set_trial_user_attr(trial_id, SCOUT_VALUES, values)
+        self.storage.set_trial_user_attr(trial_id, GOLD_PROBABILITY, gold)
+        at_epoch = [values.get(str(r), {}).get(str(epoch)) for r in range(scouts)]
+        return None if None in at_epoch else float(np.mean(at_epoch))
+
+    def fed_own_choice(self, group: str, number: int, epoch: int, max_gold_probability: float) -> bool:
+        """Whether, at `epoch`, this configuration or some completed configuration of its group was fed gold at
+        most `max_gold_probability` of the time (PruningRules): only then can they differ by what they feed."""
+        completed = self.study(group).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for frozen in [self.frozen(group, number), *completed]:
+            gold = frozen.user_attrs.get(GOLD_PROBABILITY, {}).get(str(epoch))
+            if gold is not None and gold <= max_gold_probability:
+                return True
+        return False
 
     def tell(self, group: str, number: int, state: TrialState, value: float | None = None) -> None:
         """Finishes a configuration's Optuna trial once; later calls for the same trial do nothing."""

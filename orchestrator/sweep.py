@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.outdir import TUNE_DIR, DriverLock, OutDirBusy, StateError, SweepState, in_storage, storage_location
+from orchestrator.outdir import TUNE_DIR, DriverLock, OutDirBusy, StateError, SweepState, storage_location
 from orchestrator.space import (
     SearchSpace,
     SpaceError,
@@ -52,7 +52,8 @@ stops it cleanly; a killed driver resumes too): finished trials are not run agai
 from their newest checkpoint in the storage, and no MLflow run is duplicated. One driver at a time owns an
 --out: a second one is refused while the first runs. The output directory holds summary.md/.csv/.json,
 test_scores.json, mlflow.db (unless --tracking-uri), optuna.db (unless --optuna-storage), driver.lock and
-the Ray Tune experiment (ray/, one directory per trial with its last checkpoint: best.pt, last.pt).
+the Ray Tune experiment (ray-RUN/ in the storage, one directory per trial with its last checkpoint:
+best.pt, last.pt).
 python -m orchestrator.pause OUT holds the trials at their next epoch boundary (--resume lets them go on).
 Exit status: 0 done, 1 a row without a finished trial, a failure or a full disk, 2 bad search space or
 options, an --out holding another sweep or in use by another driver, or a tracking store, Optuna storage
@@ -285,7 +286,7 @@ def plan_text(space: SearchSpace, path: Path) -> str:
         lines.append(f"  table {row.table}  {row_id:<24} {row.label}  <- {where}")
     lines.append(
         f"\n{total} configuration(s), at most {total * space.restarts} trial(s) "
-        "(a pruned configuration runs only its first restart)"
+        f"(a pruned configuration runs only its {space.scouts} scout(s))"
     )
     return "\n".join(lines)
 
@@ -414,6 +415,7 @@ def run_sweep(space: SearchSpace, args: argparse.Namespace, out_dir: Path, state
         else:
             state.experiment_id = experiment_id
             state.parent_run_id = tracking.start_parent_run(tracking_uri, experiment_id, space, args.space, out_dir)
+            state.tune_name = f"{TUNE_DIR}-{state.parent_run_id[:8]}"
             state.save(out_dir)
         return run_owned_sweep(space, args, out_dir, state, started)
 
@@ -469,7 +471,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
     try:
         resources = {"cpu": space.resources.cpus, "gpu": space.resources.gpus}
         trainable = tune.with_resources(SweepTrial, resources)
-        experiment = in_storage(state.storage, TUNE_DIR)
+        experiment = state.tune_experiment
         concurrency = args.max_concurrent or space.max_concurrent or fitting_trials(space)
         # Tune lets a custom searcher have one trial pending at a time; with trials of seconds that serialises
         # them behind worker start-up. The searcher itself keeps to `concurrency`.
@@ -495,7 +497,7 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
                     trial_dirname_creator=trial_dirname,
                 ),
                 run_config=tune.RunConfig(
-                    name=TUNE_DIR,
+                    name=state.tune_name,
                     storage_path=state.storage,
                     verbose=0,
                     callbacks=[StopOnDiskFull(), tracker, TrialLines(studies)],
@@ -611,7 +613,7 @@ def fitting_trials(space: SearchSpace) -> int:
 
 
 def collect_outcomes(results, space: SearchSpace, studies, storage: str) -> list:
-    from orchestrator.selection import Outcome
+    from orchestrator.selection import Outcome, setting_text
     from orchestrator.trials import TrialMeta, fate, trainer_tree
 
     outcomes = []
@@ -620,6 +622,7 @@ def collect_outcomes(results, space: SearchSpace, studies, storage: str) -> list
         meta = TrialMeta.of(result.config)
         tree = trainer_tree(result.config)
         epochs = int(result.metrics.get("epoch") or 0)
+        flat = validated_flat_config(tree, f"trial {meta.key}")
         outcome = Outcome(
             key=meta.key,
             group=meta.group,
@@ -627,12 +630,13 @@ def collect_outcomes(results, space: SearchSpace, studies, storage: str) -> list
             restart=meta.restart,
             seed=tree["seed"],
             params=meta.params,
-            rows=space.rows_of(validated_flat_config(tree, f"trial {meta.key}")),
+            rows=space.rows_of(flat),
             state=fate(meta, result.error is not None, epochs, space.epochs, studies),
             epochs=epochs,
             checkpoint=result.checkpoint,
             # where the checkpoint opens again (an s3:// URI for an s3:// storage): the report reads it there
             checkpoint_dir=None if result.checkpoint is None else storage_location(storage, result.checkpoint.path),
+            setting=setting_text(flat, meta.params),
         )
         frame = result.metrics_dataframe
         if frame is not None and metric in frame and frame[metric].notna().any():
@@ -666,7 +670,7 @@ def unfinished(space: SearchSpace, studies, outcomes: list) -> str:
         if len(trials) < space.planned_configurations(group):
             return f"group {group}: {len(trials)} of {space.planned_configurations(group)} configurations started"
         for trial in trials:
-            expected = space.restarts if trial.state.name == "COMPLETE" else 1
+            expected = space.restarts_of(trial.state.name)
             cid = config_id(group, trial.number)
             if trial.state.name in ("RUNNING", "WAITING") or finished_restarts.get(cid, 0) < expected:
                 return f"configuration {cid} not finished"

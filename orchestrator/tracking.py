@@ -375,24 +375,24 @@ class MlflowTrials(Callback):
                 self.settle(configuration)
 
     def settle(self, configuration: KnownRun) -> None:
-        """Once every restart the configuration will have has ended (only its scout, if the scout was pruned
-        or failed), logs their per-epoch dev metrics as mean ± std and closes the configuration's run. Logged
-        once: a resumed sweep that settles it again finds the metrics there."""
+        """Once every restart the configuration will have has ended (only its scouts, if they were pruned or one
+        failed), logs their per-epoch dev metrics as mean ± std and closes the configuration's run. Logged once:
+        a resumed sweep that settles it again finds the metrics there."""
         cid = configuration.tags["config_id"]
         restarts = [run for run in self._known().values() if run.tags.get("config_id") == cid]
         states = {run.tags.get("restart"): run.tags.get("state") for run in restarts}
-        scout = states.get("0")
-        if scout not in ENDED:
+        scouts = [states.get(str(restart)) for restart in range(self.space.scouts)]
+        if any(state not in ENDED for state in scouts):
             return
-        expected = 1 if scout in (Fate.PRUNED, Fate.FAILED) else self.space.restarts
-        if sum(state in ENDED for state in states.values()) < expected:
+        fate = next((f for f in (Fate.PRUNED, Fate.FAILED) if f in scouts), Fate.COMPLETE)
+        if sum(state in ENDED for state in states.values()) < self.space.restarts_of(fate):
             return
         trained = [run for run in restarts if run.tags.get("state") in (Fate.COMPLETE, Fate.PRUNED)]
         metrics = []
         if f"{self.space.metric.name}_mean" not in configuration.metrics:
             metrics = self._restart_statistics(trained)
-        self._write(configuration, tags={"state": scout, "restarts": str(len(trained))}, metrics=metrics)
-        self._end(configuration, "FAILED" if scout == Fate.FAILED else "FINISHED")
+        self._write(configuration, tags={"state": fate, "restarts": str(len(trained))}, metrics=metrics)
+        self._end(configuration, "FAILED" if fate == Fate.FAILED else "FINISHED")
 
     def _restart_statistics(self, restarts: list[KnownRun]) -> list:
         timestamp = int(time.time() * 1000)

@@ -22,9 +22,10 @@ class TrialMeta:
 
     group: str
     number: int  # the configuration's Optuna trial number in the group's study
-    restart: int  # 0 is the configuration's scout, the restart the pruner watches
+    restart: int
     params: dict[str, Any]  # the configuration's axis values
     cpus: float  # torch threads the trial may use
+    scout: bool  # one of the restarts that run first, together, and that the pruner watches (SearchSpace.scouts)
 
     @property
     def config_id(self) -> str:
@@ -33,10 +34,6 @@ class TrialMeta:
     @property
     def key(self) -> str:
         return trial_key(self.group, self.number, self.restart)
-
-    @property
-    def is_scout(self) -> bool:
-        return self.restart == 0
 
     @classmethod
     def of(cls, config: dict) -> TrialMeta:

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import pause, sweep, tracking
 from orchestrator.loopback import REPO, conll_slices, data_overrides, launch_sweep, stop_sweep
-from orchestrator.outdir import SUMMARY_STEM, TUNE_DIR, SweepState, in_storage, storage_location
+from orchestrator.outdir import SUMMARY_STEM, SweepState, in_storage, storage_location
 from trainer import checkpoint
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -158,11 +158,17 @@ def final_train_log(outcome: dict) -> list[str]:
     return read_stored(in_storage(outcome["checkpoint_dir"], "train.log")).decode().splitlines()
 
 
-def newest_checkpoints(storage: Path | str) -> dict[str, tuple[int, str]]:
-    """Per trial key, the newest checkpoint of it in the sweep's storage (a directory or an s3:// URI): (epochs it
-    holds, the location of its last.pt). Tune's trial directories are KEY_TRIALID; one key may have several after
-    a kill."""
-    filesystem, experiment = pyarrow.fs.FileSystem.from_uri(in_storage(str(storage), TUNE_DIR))
+def tune_experiment(out_dir: Path) -> Path:
+    """The folder of the sweep's Tune experiment (in its storage, a local directory in the tests that use this)."""
+    return Path(sweep_state(out_dir).tune_experiment)
+
+
+def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, str]]:
+    """Per trial key, the newest complete checkpoint of it in the sweep's storage (a directory or an s3:// URI):
+    (epochs it holds, the location of its last.pt, for read_stored). Tune's trial directories are KEY_TRIALID;
+    one key may have several after a kill."""
+    state = sweep_state(out_dir)
+    filesystem, experiment = pyarrow.fs.FileSystem.from_uri(state.tune_experiment)
 
     def folders(path: str, prefix: str) -> list[pyarrow.fs.FileInfo]:
         infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
@@ -171,11 +177,11 @@ def newest_checkpoints(storage: Path | str) -> dict[str, tuple[int, str]]:
     newest: dict[str, tuple[int, str]] = {}
     for trial in folders(experiment, ""):
         for directory in folders(trial.path, "checkpoint_"):
-            last = storage_location(str(storage), f"{directory.path}/{checkpoint.LAST}")
+            last = storage_location(state.storage, f"{directory.path}/{checkpoint.LAST}")
             try:
                 epoch = int(checkpoint.load(io.BytesIO(read_stored(last)))["schedule"]["epoch"])
-            except FileNotFoundError:
-                continue  # a checkpoint folder Tune has begun to write
+            except (FileNotFoundError, checkpoint.CheckpointError):
+                continue  # cut short by the kill while Tune copied it into storage: no trial resumes from it either
             key = trial.base_name.rsplit("_", 1)[0]
             if epoch > newest.get(key, (-1, ""))[0]:
                 newest[key] = (epoch, last)
@@ -190,3 +196,14 @@ def trained_epochs(lines: list[str]) -> list[int]:
 def resumed_after(lines: list[str]) -> list[int]:
     """The epoch each resume of the run started after ("Resuming DIR after epoch N (step S)")."""
     return [int(m.group(1)) for line in lines if (m := re.match(r"Resuming .* after epoch (\d+) ", line))]
+
+
+def assert_one_finished_run_per_trial_with_each_epoch_once(out_dir: Path) -> None:
+    """Every trial of the summary has exactly one MLflow run, finished, with each epoch's dev score logged once,
+    in order: what no interruption, kill or full disk may change."""
+    runs = trial_runs(out_dir)
+    assert sorted(run.data.tags["trial_key"] for run in runs) == sorted(t["key"] for t in summary(out_dir)["trials"])
+    for run in runs:
+        steps = [m.step for m in dev_history(out_dir, run)]
+        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
+        assert run.info.status == "FINISHED", run.data.tags["trial_key"]

@@ -106,7 +106,7 @@ def expected_keys(out: Path, space) -> list[str]:
     storage = sweep_state(out).optuna_storage
     for group in space.groups:
         for trial in optuna.load_study(study_name=group, storage=storage).trials:
-            restarts = space.restarts if trial.state.name == "COMPLETE" else 1
+            restarts = space.restarts_of(trial.state.name)
             keys += [trial_key(group, trial.number, restart) for restart in range(restarts)]
     return sorted(keys)
 
@@ -255,8 +255,7 @@ def test_each_configuration_has_one_run_whose_mean_per_epoch_is_over_its_restart
 @pytest.fixture(scope="module")
 def driver_loss(cluster, storage, data, tmp_path_factory, node_loss):  # after node_loss: one sweep at a time
     root = tmp_path_factory.mktemp("driver_loss")
-    trials = storage(root)
-    argv, _ = sweep_argv(cluster, root, trials, data, restarts=1)  # three trials: two, then a third once one finished
+    argv, _ = sweep_argv(cluster, root, storage(root), data, restarts=1)  # three trials: two, then a third
     out = root / "out"
     first_log, second_log = root / "first.log", root / "second.log"
 
@@ -275,7 +274,7 @@ def driver_loss(cluster, storage, data, tmp_path_factory, node_loss):  # after n
     finally:
         stop_sweep(first)
     first_text = first_log.read_text()
-    newest = newest_checkpoints(trials)
+    newest = newest_checkpoints(out)
     last_pts = {key: read_stored(last) for key, (_, last) in newest.items()}  # a resumed trial replaces its own
     lift_pause(out)
     second = launch_sweep(argv, second_log)

@@ -163,3 +163,13 @@ def test_under_bf16_autocast_the_gold_coin_has_exactly_the_scheduled_probability
     assert fed.dtype == embedding.dtype
     took_gold = torch.all(fed == embedding[2], dim=-1).double().mean().item()
     assert abs(took_gold - 0.99) < 5e-4  # 7 standard deviations at this batch size; bf16's 0.9883 is 24 away
+
+
+def test_the_noise_of_soft_sample_is_standard_gumbel():
+    from trainer.feedback import negative_gumbel_noise
+
+    torch.manual_seed(0)
+    gumbel = -negative_gumbel_noise(torch.Size([400_000]), torch.device("cpu"))
+    assert torch.isfinite(gumbel).all()
+    assert gumbel.mean().item() == pytest.approx(0.5772, abs=0.01)  # the Euler-Mascheroni constant
+    assert gumbel.var().item() == pytest.approx(torch.pi**2 / 6, abs=0.02)

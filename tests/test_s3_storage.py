@@ -46,7 +46,7 @@ from sweep_helpers import (
     write_slices,
 )
 
-from orchestrator.outdir import HELD_DIR, PAUSE_FILE, TEST_RECORD, in_storage, storage_location
+from orchestrator.outdir import HELD_DIR, PAUSE_FILE, TEST_RECORD, SweepState, in_storage, storage_location
 from orchestrator.space import config_id, load_space, trial_key
 from orchestrator.studies import storage_url
 
@@ -87,7 +87,7 @@ def sessions(s3, conll2003_en, tmp_path_factory):
         first.wait(timeout=60)
     finally:
         end(first)
-    newest = newest_checkpoints(storage)
+    newest = newest_checkpoints(out)
     cut, kept = sorted(holding)
     whole = read_stored(newest[cut][1])
     with s3.filesystem().open_output_stream(path_in_bucket(newest[cut][1])) as stream:
@@ -203,3 +203,5 @@ def test_a_storage_uri_keeps_its_query_after_the_names_joined_to_it():
         "s3://bucket/prefix/ray/t/checkpoint_000002?endpoint_override=http://127.0.0.1:9000"
     )
     assert storage_location("/data/sweeps", "/data/sweeps/ray/t") == "/data/sweeps/ray/t"
+    state = SweepState("space.yaml", "{}", "sqlite:///m.db", uri, "sqlite:///o.db", tune_name="ray-0123abcd")
+    assert state.tune_experiment == "s3://bucket/prefix/ray-0123abcd?endpoint_override=http://127.0.0.1:9000"

@@ -11,7 +11,13 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from sweep_helpers import REPO, SMOKE, data_overrides, dev_history, summary, trial_runs, write_slices
+from sweep_helpers import (
+    REPO,
+    SMOKE,
+    assert_one_finished_run_per_trial_with_each_epoch_once,
+    data_overrides,
+    write_slices,
+)
 
 BOUND = 600  # seconds, for any one sweep on a loaded machine
 
@@ -53,9 +59,4 @@ def test_a_full_disk_stops_the_sweep_with_one_message_naming_the_path_and_the_sp
 
 def test_the_rerun_after_space_is_freed_finishes_with_each_trial_and_epoch_once(sessions):
     assert sessions.rerun.returncode == 0, sessions.rerun.stderr[-3000:]
-    runs = trial_runs(sessions.out)
-    keys = sorted(run.data.tags["trial_key"] for run in runs)
-    assert keys == sorted(t["key"] for t in summary(sessions.out)["trials"])
-    for run in runs:
-        steps = [m.step for m in dev_history(sessions.out, run)]
-        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
+    assert_one_finished_run_per_trial_with_each_epoch_once(sessions.out)

@@ -24,8 +24,8 @@ import pytest
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
+    assert_one_finished_run_per_trial_with_each_epoch_once,
     data_overrides,
-    dev_history,
     end,
     final_train_log,
     finished_keys,
@@ -38,12 +38,11 @@ from sweep_helpers import (
     resumed_after,
     summary,
     trained_epochs,
-    trial_runs,
+    tune_experiment,
     wait_for,
     write_slices,
 )
 
-from orchestrator.outdir import TUNE_DIR
 from orchestrator.space import load_space, trial_key
 from orchestrator.studies import storage_url
 
@@ -53,7 +52,7 @@ BOUND = 900  # seconds, for any one wait on a loaded machine
 
 def saved_experiment(out: Path) -> dict[str, bytes]:
     """The files of the experiment Tune has saved (its state, the searcher's), read twice with no save between."""
-    experiment = out / TUNE_DIR
+    experiment = tune_experiment(out)
 
     def read() -> dict[str, bytes]:
         return {path.name: path.read_bytes() for path in experiment.iterdir() if path.is_file()}
@@ -65,7 +64,7 @@ def saved_experiment(out: Path) -> dict[str, bytes]:
 
 
 def put_back(out: Path, saved: dict[str, bytes]) -> None:
-    experiment = out / TUNE_DIR
+    experiment = tune_experiment(out)
     for path in experiment.iterdir():
         if path.is_file() and path.name not in saved:
             path.unlink()
@@ -139,7 +138,7 @@ def test_rerun_after_a_kill_finishes_every_planned_trial(sessions):
         study = optuna.load_study(study_name=group, storage=storage_url(sessions.out))
         for trial in study.trials:
             assert trial.state.name in ("COMPLETE", "PRUNED"), (group, trial.number, trial.state)
-            restarts = sessions.space.restarts if trial.state.name == "COMPLETE" else 1
+            restarts = sessions.space.restarts_of(trial.state.name)
             expected += [trial_key(group, trial.number, restart) for restart in range(restarts)]
     assert sorted(t["key"] for t in result["trials"]) == sorted(expected)
     assert {t["state"] for t in result["trials"]} <= {"COMPLETE", "PRUNED"}
@@ -164,10 +163,4 @@ def test_trial_running_at_the_kill_resumes_from_its_newest_stored_checkpoint(ses
 
 
 def test_each_trial_has_one_mlflow_run_with_each_epoch_logged_once(sessions):
-    runs = trial_runs(sessions.out)
-    keys = sorted(run.data.tags["trial_key"] for run in runs)
-    assert keys == sorted(t["key"] for t in summary(sessions.out)["trials"])
-    for run in runs:
-        steps = [m.step for m in dev_history(sessions.out, run)]
-        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
-        assert run.info.status == "FINISHED"
+    assert_one_finished_run_per_trial_with_each_epoch_once(sessions.out)

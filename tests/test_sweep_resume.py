@@ -16,10 +16,10 @@ import pytest
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     SMOKE,
+    assert_one_finished_run_per_trial_with_each_epoch_once,
     client,
     configuration_runs,
     data_overrides,
-    dev_history,
     end,
     final_train_log,
     finished_keys,
@@ -31,7 +31,6 @@ from sweep_helpers import (
     resumed_after,
     summary,
     trained_epochs,
-    trial_runs,
     wait_for,
     write_slices,
 )
@@ -108,13 +107,7 @@ def test_no_trial_runs_twice(sessions):
 
 
 def test_no_mlflow_run_is_duplicated(sessions):
-    runs = trial_runs(sessions.out)
-    keys = sorted(run.data.tags["trial_key"] for run in runs)
-    assert keys == sorted(t["key"] for t in summary(sessions.out)["trials"])
-    for run in runs:
-        steps = [m.step for m in dev_history(sessions.out, run)]
-        assert steps == list(range(1, int(run.data.tags["epochs_run"]) + 1)), run.data.tags["trial_key"]
-        assert run.info.status == "FINISHED"
+    assert_one_finished_run_per_trial_with_each_epoch_once(sessions.out)
 
 
 def test_no_configuration_run_is_duplicated_and_each_epoch_mean_is_logged_once(sessions):

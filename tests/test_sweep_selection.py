@@ -156,3 +156,38 @@ def test_a_rerun_reuses_the_recorded_test_scores(tmp_path):
     for _ in range(2):
         score_on_test(choose(space(), [trial]), tmp_path, evaluate, log=lambda _: None)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("procedure", "params", "shown"),
+    [
+        ({"procedure.name": "ce"}, {}, "-"),
+        ({"procedure.name": "ss_greedy", "procedure.k": 10}, {"procedure.k": 10}, "k=10"),
+        (
+            {
+                "procedure.name": "soft_greedy",
+                "procedure.k": "always",
+                "procedure.alpha.mode": "fixed",
+                "procedure.alpha.alpha0": 10.0,
+                "procedure.alpha.growth": 1.5,
+            },
+            {},
+            "k=always, α=10",
+        ),  # fmt: skip
+        (
+            {
+                "procedure.name": "soft_sample",
+                "procedure.k": 100,
+                "procedure.alpha.mode": "annealed",
+                "procedure.alpha.alpha0": 1.0,
+                "procedure.alpha.growth": 3.0,
+            },
+            {"procedure.alpha.growth": 3.0, "optim.lr": 0.01},
+            "k=100, α=1·3^epoch, lr=0.01",
+        ),  # fmt: skip
+    ],
+)
+def test_a_rows_setting_names_k_and_alpha_even_where_the_group_fixes_them(procedure, params, shown):
+    from orchestrator.selection import setting_text
+
+    assert setting_text(procedure, params) == shown

@@ -203,15 +203,30 @@ def test_rerun_of_a_finished_sweep_trains_nothing_and_duplicates_no_run(sweep):
     assert {run.info.run_id for run in runs} == sweep.runs_after_dev_only
 
 
-def test_only_the_chosen_checkpoints_are_scored_on_test(sweep):
+def test_selection_scores_only_the_chosen_checkpoints_on_test(sweep):
     chosen = {row["chosen"] for row in summary(sweep.out)["rows"]}
     record = json.loads((sweep.out / TEST_RECORD).read_text())
-    assert set(record) == chosen
+    assert {key for key, entry in record.items() if not entry.get("after_selection")} == chosen
     for entry in record.values():
-        assert entry["result"]["split"] == "test"
-        assert entry["result"]["checkpoint"].endswith("best.pt")
+        assert entry["result"]["metric"] == "f1"
+    for key in chosen:
+        assert record[key]["result"]["split"] == "test" and record[key]["result"]["checkpoint"].endswith("best.pt")
     scored_runs = {r.data.tags["trial_key"] for r in trial_runs(sweep.out) if "test_f1" in r.data.metrics}
     assert scored_runs == chosen
+
+
+def restarts_of_chosen(out) -> set[str]:
+    """Every restart, as the summary lists them, of each row's chosen configuration that ended as the chosen one."""
+    trials = summary(out)["trials"]
+    chosen = [t for t in trials if t["key"] in {row["chosen"] for row in summary(out)["rows"]}]
+    return {t["key"] for c in chosen for t in trials if t["config_id"] == c["config_id"] and t["state"] == c["state"]}
+
+
+def test_the_other_restarts_of_the_chosen_configurations_are_scored_on_test_only_after_selection(sweep):
+    record = json.loads((sweep.out / TEST_RECORD).read_text())
+    after = {key for key, entry in record.items() if entry.get("after_selection")}
+    assert after == restarts_of_chosen(sweep.out) - {row["chosen"] for row in summary(sweep.out)["rows"]}
+    assert all(record[key]["rows"] == [] for key in after)
 
 
 def test_test_scores_reach_the_summary_and_the_parent_run(sweep):
@@ -266,9 +281,44 @@ def test_the_report_compares_every_row_with_the_ce_row_on_paired_resamples(sweep
             assert 0 < row["p_value"] <= 1
 
 
-def test_the_report_reads_test_only_for_the_chosen_checkpoints(sweep):
-    chosen = {row["chosen"] for row in summary(sweep.out)["rows"]}
-    assert {path.name.removesuffix(".test.npz") for path in (sweep.out / "report").glob("*.test.npz")} == chosen
+def test_the_report_reads_test_only_for_the_chosen_configurations_restarts(sweep):
+    read = {path.name.removesuffix(".test.npz") for path in (sweep.out / "report").glob("*.test.npz")}
+    assert read == restarts_of_chosen(sweep.out)
+
+
+def test_the_report_interval_over_restarts_is_around_their_mean_and_the_difference_is_of_means(sweep):
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    ce = next(row for row in analysis["rows"] if row["row"] == "ce")
+    for row in analysis["rows"]:
+        over = row["test_over_restarts"]
+        assert over["score"] == pytest.approx(statistics.fmean(row["test_restarts"]))
+        assert over["low"] <= over["score"] <= over["high"]
+        assert row["test_restarts"][0] == pytest.approx(row["test"]["score"])  # the chosen restart first
+        if row["row"] != "ce":
+            expected = statistics.fmean(row["test_restarts"]) - statistics.fmean(ce["test_restarts"])
+            assert row["difference"]["score"] == pytest.approx(expected)
+            assert row["verdict_chosen_restart"] in ("better than CE", "worse than CE", "indistinguishable")
+
+
+def test_the_report_cost_columns_are_the_trials_own_epoch_seconds_in_mlflow(sweep):
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    runs = trial_runs(sweep.out)
+    seconds = {run.data.tags["trial_key"]: [m.value for m in client(sweep.out).get_metric_history(
+        run.info.run_id, "seconds")] for run in runs}  # fmt: skip
+    config_of = {run.data.tags["trial_key"]: run.data.tags["config_id"] for run in runs}
+    rows_of = {run.data.tags["trial_key"]: run.data.tags["rows"].split(",") for run in runs}
+
+    def per_epoch(chosen: str) -> float:
+        return statistics.fmean(v for key, values in seconds.items() if config_of[key] == config_of[chosen]
+                                for v in values)  # fmt: skip
+
+    ce_cost = per_epoch(next(row["chosen"] for row in analysis["rows"] if row["row"] == "ce"))
+    for row in analysis["rows"]:
+        cost = row["cost"]
+        assert cost["seconds_per_epoch"] == pytest.approx(per_epoch(row["chosen"]))
+        assert cost["times_ce"] == pytest.approx(per_epoch(row["chosen"]) / ce_cost)
+        searched = sum(v for key, values in seconds.items() if row["row"] in rows_of[key] for v in values)
+        assert cost["search_hours"] == pytest.approx(searched / 3600)
 
 
 def test_the_report_is_logged_to_the_parent_run(sweep):
@@ -318,3 +368,11 @@ def test_the_configurations_link_the_sweep_prints_shows_them_in_a_real_browser(s
     assert all(config_id in page for config_id in configurations.values())
     printed = tracking.ui_links("http://127.0.0.1:5000", state.experiment_id, list(configurations), "dev_score")
     assert printed["configurations"] in sweep.with_test.stdout
+
+
+def test_the_tune_experiment_is_named_after_the_sweeps_run_so_that_no_two_sweeps_share_its_staging(sweep):
+    """Tune stages a driver's experiment in the Ray session's artifacts/<start second>/<name>: two sweeps started
+    in the same second on one node with one name shared it, and each saved the other's trials as its own."""
+    state = sweep_state(sweep.out)
+    assert state.tune_name == f"ray-{state.parent_run_id[:8]}"
+    assert (sweep.out / state.tune_name / "tuner.pkl").is_file()

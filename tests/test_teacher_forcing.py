@@ -2,30 +2,17 @@
 
 import pytest
 import torch
+from tiny_ner import TAGS, WORDS, padded_ner_batch
 
 from trainer.config import MtModelConfig, NerModelConfig
 from trainer.feedback import FeedbackPolicy
 from trainer.model import build_mt_model, build_ner_model
 from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
 
-WORDS = Vocabulary([PAD, UNK] + [f"w{i}" for i in range(30)])
-TAGS = Vocabulary([PAD, BOS, "O", "B-ORG", "I-ORG", "B-PER", "I-PER"])
-
-
-def ner_batch():
-    generator = torch.Generator().manual_seed(3)
-    src = torch.randint(2, len(WORDS), (5, 7), generator=generator)
-    lengths = torch.tensor([7, 6, 4, 3, 1])
-    targets = torch.randint(2, len(TAGS), (5, 7), generator=generator)
-    for row, length in enumerate(lengths.tolist()):
-        src[row, length:] = WORDS.pad_id
-        targets[row, length:] = TAGS.pad_id
-    return src, lengths, targets
-
 
 def loss_and_gradients(model, run_decoder):
     """The model's loss with the decoder unroll replaced by `run_decoder`, and every parameter's gradient."""
-    src, lengths, targets = ner_batch()
+    src, lengths, targets = padded_ner_batch()
     model.zero_grad()
     keys, _, final = model.encode(src, lengths)
     logits = run_decoder(keys, final, targets)
@@ -59,7 +46,7 @@ def test_every_procedure_takes_the_fused_path_while_all_gold(procedure):
     model = build_ner_model(NerModelConfig(), WORDS, TAGS)
     fused_calls = []
     model.decoder.lstm.register_forward_hook(lambda *args: fused_calls.append(1))
-    src, lengths, targets = ner_batch()
+    src, lengths, targets = padded_ner_batch()
     model(src, lengths, targets, FeedbackPolicy(procedure, model.excluded_ids), gold_probability=1.0)
     assert fused_calls == [1]
 
@@ -68,7 +55,7 @@ def test_the_model_choice_is_fed_step_by_step_once_gold_probability_falls():
     model = build_ner_model(NerModelConfig(), WORDS, TAGS)
     fused_calls = []
     model.decoder.lstm.register_forward_hook(lambda *args: fused_calls.append(1))
-    src, lengths, targets = ner_batch()
+    src, lengths, targets = padded_ner_batch()
     model(src, lengths, targets, FeedbackPolicy("soft_greedy", model.excluded_ids), gold_probability=0.99)
     assert fused_calls == []
 

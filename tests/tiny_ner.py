@@ -19,3 +19,15 @@ def tiny_ner_model_and_batch():
     src = torch.randint(2, len(WORDS), (6, 9), generator=generator)
     targets = torch.randint(2, len(TAGS), (6, 9), generator=generator)
     return model, Batch(src, torch.full((6,), 9), targets)
+
+
+def padded_ner_batch():
+    """Five sentences of lengths 7, 6, 4, 3 and 1, padded to 7 (seed 3): (src, lengths, targets)."""
+    generator = torch.Generator().manual_seed(3)
+    src = torch.randint(2, len(WORDS), (5, 7), generator=generator)
+    lengths = torch.tensor([7, 6, 4, 3, 1])
+    targets = torch.randint(2, len(TAGS), (5, 7), generator=generator)
+    for row, length in enumerate(lengths.tolist()):
+        src[row, length:] = WORDS.pad_id
+        targets[row, length:] = TAGS.pad_id
+    return src, lengths, targets

@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,58 @@ from trainer.train import resolve_device
 from trainer.vocabulary import BOS, EOS, PAD, UNK, Vocabulary
 
 UNROLLED_CE = "ce_unrolled"  # speed table: ce forced through the step-by-step unroll, for reference
+
+
+@dataclass(frozen=True)
+class MatMul:
+    """`times` products (m × k) @ (k × n) in a forward pass; backward adds (m × n) @ (n × k) and (k × m) @ (m × n)."""
+
+    m: int
+    k: int
+    n: int
+    times: int = 1
+
+    @property
+    def flops(self) -> int:
+        return 3 * 2 * self.m * self.k * self.n * self.times  # forward and the two backward products
+
+
+def ner_matmuls(sizes: NerModelConfig, batch: int, length: int, tags: int, soft: bool) -> list[MatMul]:
+    """The matrix products of one NER training step (§5 model), as `trainer.model` computes them: per encoder
+    direction the input projection of all positions at once and the recurrence step by step; the decoder's the
+    same; the output layer over all positions; the soft procedures' Σ_y e(y) p(y) at every position."""
+    gates, rows = 4 * sizes.encoder_hidden, batch * length
+    encoder = [MatMul(rows, sizes.embedding_dim, gates), MatMul(batch, sizes.encoder_hidden, gates, length)] * 2
+    context = 2 * sizes.encoder_hidden
+    hidden = sizes.decoder_hidden
+    decoder = [
+        MatMul(batch, context, hidden),  # the bridge to the initial state
+        MatMul(rows, sizes.embedding_dim + context, 4 * hidden),
+        MatMul(batch, hidden, 4 * hidden, length),
+        MatMul(rows, hidden + context, tags),
+    ]
+    choice = [MatMul(batch, tags, sizes.embedding_dim, length)] if soft else []
+    return encoder + decoder + choice
+
+
+def matmul_floor(products: list[MatMul], device: torch.device, repeats: int = 20) -> float:
+    """Seconds that the products alone take, forward and backward, as bare torch.mm calls of the same shapes: the
+    floor under any implementation of the step (the median over `repeats`)."""
+    seconds = 0.0
+    for product in products:
+        a, b = torch.randn(product.m, product.k, device=device), torch.randn(product.k, product.n, device=device)
+        g = torch.randn(product.m, product.n, device=device)
+        calls = ((a, b), (g, b.t()), (a.t(), g))
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for left, right in calls:
+                torch.mm(left, right)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings.append(time.perf_counter() - started)
+        seconds += sorted(timings)[len(timings) // 2] * product.times
+    return seconds
 
 
 def _resident_bytes() -> int:
@@ -151,21 +204,42 @@ def speed_table(args: argparse.Namespace) -> list[str]:
             timings[row].append((time.perf_counter() - started) / args.steps)
     medians = {row: sorted(times)[len(times) // 2] for row, times in timings.items()}
     base, base_saved = medians.get(("ce", None)), saved.get(("ce", None))
+    floors = {}
+    if args.task == "ner":  # the bare products of each row, timed after the rows, in the same process
+        for row in rows:
+            products = ner_matmuls(NerModelConfig(), args.batch, args.length, args.tags, row[0] in SOFT_PROCEDURES)
+            floors[row] = (sum(p.flops for p in products), matmul_floor(products, device))
     lines = [
         f"# training step (forward + backward + Adam) of the {args.task.upper()} model: vocabulary {args.vocab}, "
         f"batch {args.batch}, length {args.length}, device {device.type}, {torch.get_num_threads()} threads, "
         f"ε=0, α=1; median of {args.rounds} interleaved rounds of {args.steps} steps",
         "# x ce: ratio to ce (teacher forcing, fused where the attention allows) timed in this run; "
         f"{UNROLLED_CE}: ce through the step-by-step unroll; saved MB: tensors kept for backward",
-        f"{'procedure':<12} {'top_k':>6} {'ms/step':>9} {'x ce':>6} {'saved MB':>9} {'x ce':>6}",
+        "# GFLOP/s: the step's matrix products (forward and backward) per second of the whole step; floor ms: those "
+        "products timed alone as bare torch.mm calls of the same shapes; x floor: the step's time over that (NER)",
+        f"{'procedure':<12} {'top_k':>6} {'ms/step':>9} {'x ce':>6} {'GFLOP/s':>8} {'floor ms':>9} {'x floor':>8} "
+        f"{'saved MB':>9} {'x ce':>6}",
     ]
     for (procedure, top_k), seconds in medians.items():
         ratio = f"{seconds / base:.2f}" if base else "-"
         kept = saved[(procedure, top_k)]
         kept_ratio = f"{kept / base_saved:.2f}" if base_saved else "-"
+        flops, floor = floors.get((procedure, top_k), (None, None))
+        rate = f"{flops / seconds / 1e9:.3g}" if flops else "-"
+        floor_ms, over_floor = (f"{1000 * floor:.3g}", f"{seconds / floor:.2f}") if floor else ("-", "-")
         lines.append(
-            f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6} {kept / 2**20:>9.1f} {kept_ratio:>6}"
+            f"{procedure:<12} {top_k or '-':>6} {1000 * seconds:>9.1f} {ratio:>6} {rate:>8} {floor_ms:>9} "
+            f"{over_floor:>8} {kept / 2**20:>9.1f} {kept_ratio:>6}"
         )
+    if args.profile:  # where one row's time goes: torch's profiler over as many steps as a round times
+        from torch.profiler import ProfilerActivity, profile
+
+        row = (args.profile, None)
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(args.steps):
+                step(row)
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows)
+        lines += [f"# profile of {args.profile}, {args.steps} steps (self CPU time per operation)", table]
     return lines
 
 
@@ -231,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     speed.add_argument("--steps", type=int, default=5, help="steps per procedure and round")
     speed.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    speed.add_argument(
+        "--profile", choices=PROCEDURES, default=None, help="also profile this procedure's steps (torch.profiler)"
+    )
+    speed.add_argument("--profile-rows", type=int, default=15, help="operations the profile lists (default 15)")
     step = commands.add_parser("step", help="(internal) measure one row in this process and print JSON")
     step.add_argument("procedure", choices=PROCEDURES)
     step.add_argument("--top-k", type=int, default=0, help="0: no truncation")

@@ -22,12 +22,10 @@ def credit_norm(model, batch, feedback: FeedbackPolicy, alpha: float) -> float:
     """‖∂L/∂s − ∂L/∂s|direct‖ over every step's scores s (B, V), with L the batch's training loss at ε = 0."""
     if feedback.always_gold(0.0):
         return 0.0  # ce: no step is ever fed a choice
-    step_scores: list[torch.Tensor] = []
-    hook = model.decoder.output.register_forward_hook(lambda module, inputs, output: step_scores.append(output))
-    try:
-        logits, loss = model(batch.src, batch.src_lengths, batch.targets, feedback, 0.0, alpha)
-    finally:
-        hook.remove()
+    keys, mask, final = model.encode(batch.src, batch.src_lengths)
+    step_scores = model.decoder.unroll(keys, mask, final, batch.targets, model.bos_id, feedback, 0.0, alpha)
+    logits = torch.stack(step_scores, dim=1)
+    loss = model.loss(logits, batch.targets)
     # `logits` stacks the steps' scores: the loss reaches it only directly, each step's scores also through feedback.
     total = torch.autograd.grad(loss, step_scores, retain_graph=True)
     direct = torch.autograd.grad(loss, logits)[0]

@@ -43,8 +43,11 @@ class Seq2Seq(nn.Module):
         Returns logits (B, T, V) and the mean token cross-entropy against the gold targets."""
         keys, mask, final = self.encode(src, src_lengths)
         logits = self.decoder(keys, mask, final, targets, self.bos_id, feedback, gold_probability, alpha)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id)
-        return logits, loss
+        return logits, self.loss(logits, targets)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean token cross-entropy of logits (B, T, V) against the gold targets (B, T), padding left out."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id)
 
     def greedy_decode(self, src: torch.Tensor, src_lengths: torch.Tensor, max_length: int) -> torch.Tensor:
         """Token ids (B, L), L <= max_length; with an </s> in the vocabulary, rows end with it (or are cut)."""
