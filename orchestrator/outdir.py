@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -36,6 +37,27 @@ OPTUNA_DB = "optuna.db"
 TUNE_DIR = "ray"  # the Tune experiment's name, and its folder in the storage path, of sweeps before issue 16
 PAUSE_FILE = "pause.json"  # in the storage path, where every trial reads it
 HELD_DIR = "held"  # in the storage path: a note per trial that a pause holds
+
+
+def in_storage(storage: str, *names: str) -> str:
+    """The location `names` below `storage`, a directory or a URI such as
+    s3://bucket/prefix?endpoint_override=http://HOST:PORT: a URI's query stays at its end, where pyarrow and Ray
+    read it (appended to the string, the names would become part of the endpoint)."""
+    if "://" not in storage:
+        return "/".join([storage.rstrip("/"), *names])
+    parts = urllib.parse.urlsplit(storage)
+    return urllib.parse.urlunsplit(parts._replace(path="/".join([parts.path.rstrip("/"), *names])))
+
+
+def storage_location(storage: str, fs_path: str) -> str:
+    """A path on the storage's filesystem (what Ray gives as a checkpoint's path: 'bucket/prefix/...' on S3) as a
+    location that opens on its own (`ray.tune.Checkpoint(location)`, pyarrow's `FileSystem.from_uri`): on a URI
+    storage, the URI with the storage's scheme and query (the endpoint, never credentials); else the path."""
+    if "://" not in storage:
+        return fs_path
+    parts = urllib.parse.urlsplit(storage)
+    bucket, _, key = fs_path.partition("/")
+    return urllib.parse.urlunsplit(parts._replace(netloc=bucket, path=f"/{key}" if key else ""))
 
 
 class StateError(ValueError):
@@ -62,7 +84,7 @@ class SweepState:
     @property
     def tune_experiment(self) -> str:
         """The Tune experiment's folder in the storage (a path or a URI)."""
-        return f"{self.storage.rstrip('/')}/{self.tune_name}"
+        return in_storage(self.storage, self.tune_name)
 
     @classmethod
     def load(cls, out_dir: Path) -> SweepState | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from orchestrator.outdir import SUMMARY_STEM, TEST_RECORD
+from orchestrator.outdir import SUMMARY_STEM, TEST_RECORD, in_storage
 from orchestrator.space import SearchSpace
 from orchestrator.trials import Fate
 
@@ -123,7 +123,7 @@ def score_on_test(
         with outcome.checkpoint.as_directory() as directory:
             log(f"scoring {outcome.key} (chosen on dev) on test")
             result = evaluate(Path(directory) / "best.pt")
-        result = {**result, "checkpoint": str(Path(outcome.checkpoint_dir) / "best.pt")}
+        result = {**result, "checkpoint": in_storage(outcome.checkpoint_dir, "best.pt")}  # a URI on s3:// storage
         record[outcome.key] = {
             "checkpoint_dir": outcome.checkpoint_dir,
             "rows": [row for row, c in choices.items() if c.outcome is not None and c.outcome.key == outcome.key],

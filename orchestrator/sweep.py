@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.outdir import TUNE_DIR, DriverLock, OutDirBusy, StateError, SweepState
+from orchestrator.outdir import TUNE_DIR, DriverLock, OutDirBusy, StateError, SweepState, storage_location
 from orchestrator.space import (
     SearchSpace,
     SpaceError,
@@ -510,7 +510,8 @@ def run_trials(space: SearchSpace, args: argparse.Namespace, out_dir: Path, stat
         with keeping_back_trial_tracebacks():
             results = tuner.fit()
         efficiency = sweep_efficiency(results, started, time.monotonic() - clock, concurrency)
-        return collect_outcomes(results, space, studies), studies, task_metric(results, space), efficiency
+        outcomes = collect_outcomes(results, space, studies, state.storage)
+        return outcomes, studies, task_metric(results, space), efficiency
     finally:
         if owns_ray:
             ray.shutdown()
@@ -611,7 +612,7 @@ def fitting_trials(space: SearchSpace) -> int:
     return max(1, fits)
 
 
-def collect_outcomes(results, space: SearchSpace, studies) -> list:
+def collect_outcomes(results, space: SearchSpace, studies, storage: str) -> list:
     from orchestrator.selection import Outcome, setting_text
     from orchestrator.trials import TrialMeta, fate, trainer_tree
 
@@ -633,7 +634,8 @@ def collect_outcomes(results, space: SearchSpace, studies) -> list:
             state=fate(meta, result.error is not None, epochs, space.epochs, studies),
             epochs=epochs,
             checkpoint=result.checkpoint,
-            checkpoint_dir=result.checkpoint.path if result.checkpoint is not None else None,
+            # where the checkpoint opens again (an s3:// URI for an s3:// storage): the report reads it there
+            checkpoint_dir=None if result.checkpoint is None else storage_location(storage, result.checkpoint.path),
             setting=setting_text(flat, meta.params),
         )
         frame = result.metrics_dataframe

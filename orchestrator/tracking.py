@@ -479,6 +479,7 @@ def log_selection(state: SweepState, choices: dict, scores: dict | None, rows: l
     """Test scores on the chosen runs and the parent run, the summary files on the parent run."""
     client = MlflowClient(state.tracking_uri)
     parent = state.parent_run_id
+    chosen = {choice.outcome.key: choice.outcome for choice in choices.values() if choice.outcome is not None}
     for key, result in (scores or {}).items():
         run = find_run(client, state.experiment_id, parent, "trial_key", key)
         if run is None:
@@ -489,7 +490,9 @@ def log_selection(state: SweepState, choices: dict, scores: dict | None, rows: l
         name = f"test_{result['metric']}"
         if name not in client.get_run(run_id).data.metrics:
             client.log_metric(run_id, name, float(result[result["metric"]]))
-            client.log_artifact(run_id, result["checkpoint"], artifact_path="best_checkpoint")
+            # From a local copy: on s3:// storage the checkpoint is not a file of this machine.
+            with chosen[key].checkpoint.as_directory() as directory:
+                client.log_artifact(run_id, str(Path(directory) / "best.pt"), artifact_path="best_checkpoint")
     logged = client.get_run(parent).data.metrics
     metrics = []
     for row in rows:

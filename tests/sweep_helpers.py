@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import pause, sweep, tracking
 from orchestrator.loopback import REPO, conll_slices, data_overrides, launch_sweep, stop_sweep
-from orchestrator.outdir import SUMMARY_STEM, SweepState
+from orchestrator.outdir import SUMMARY_STEM, SweepState, in_storage, storage_location
 from trainer import checkpoint
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
@@ -144,28 +145,46 @@ def wait_for(what: str, check: Callable[[], object], process: subprocess.Popen, 
     pytest.fail(f"no {what} within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def read_stored(location: str) -> bytes:
+    """A file of a sweep's storage by its location, a path or an s3:// URI (summary.json's checkpoint_dir and
+    what newest_checkpoints returns), read through pyarrow as the sweep reads it: over HTTP for s3://."""
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def final_train_log(outcome: dict) -> list[str]:
     """The train.log kept in a trial's final checkpoint (summary.json's trial entry); it accumulates across resumes."""
-    return (Path(outcome["checkpoint_dir"]) / "train.log").read_text().splitlines()
+    return read_stored(in_storage(outcome["checkpoint_dir"], "train.log")).decode().splitlines()
 
 
 def tune_experiment(out_dir: Path) -> Path:
-    """The folder of the sweep's Tune experiment (in its storage, a local directory in the tests)."""
+    """The folder of the sweep's Tune experiment (in its storage, a local directory in the tests that use this)."""
     return Path(sweep_state(out_dir).tune_experiment)
 
 
-def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, Path]]:
-    """Per trial key, the newest complete checkpoint of it in the sweep's storage: (epochs it holds, its last.pt).
-    Tune's trial directories are KEY_TRIALID; one key may have several after a kill."""
-    newest: dict[str, tuple[int, Path]] = {}
-    for last in tune_experiment(out_dir).glob("*_*/checkpoint_*/last.pt"):
-        key = last.parent.parent.name.rsplit("_", 1)[0]
-        try:
-            epoch = int(checkpoint.load(last)["schedule"]["epoch"])
-        except checkpoint.CheckpointError:
-            continue  # cut short by the kill while Tune copied it into storage: no trial resumes from it either
-        if epoch > newest.get(key, (-1, None))[0]:
-            newest[key] = (epoch, last)
+def newest_checkpoints(out_dir: Path) -> dict[str, tuple[int, str]]:
+    """Per trial key, the newest complete checkpoint of it in the sweep's storage (a directory or an s3:// URI):
+    (epochs it holds, the location of its last.pt, for read_stored). Tune's trial directories are KEY_TRIALID;
+    one key may have several after a kill."""
+    state = sweep_state(out_dir)
+    filesystem, experiment = pyarrow.fs.FileSystem.from_uri(state.tune_experiment)
+
+    def folders(path: str, prefix: str) -> list[pyarrow.fs.FileInfo]:
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        return [i for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)]
+
+    newest: dict[str, tuple[int, str]] = {}
+    for trial in folders(experiment, ""):
+        for directory in folders(trial.path, "checkpoint_"):
+            last = storage_location(state.storage, f"{directory.path}/{checkpoint.LAST}")
+            try:
+                epoch = int(checkpoint.load(io.BytesIO(read_stored(last)))["schedule"]["epoch"])
+            except (FileNotFoundError, checkpoint.CheckpointError):
+                continue  # cut short by the kill while Tune copied it into storage: no trial resumes from it either
+            key = trial.base_name.rsplit("_", 1)[0]
+            if epoch > newest.get(key, (-1, ""))[0]:
+                newest[key] = (epoch, last)
     return newest
 
 

@@ -132,9 +132,12 @@ class MlflowServer:
 
 
 @contextmanager
-def mlflow_server(database: Postgres, root: Path) -> Iterator[MlflowServer]:
-    """`mlflow server --app-name basic-auth` on `database`: runs and users in PostgreSQL, artifacts in
-    root/artifacts served through the server (clients need no access to that folder)."""
+def mlflow_server(
+    database: Postgres, root: Path, artifacts: str | None = None, environment: dict[str, str] | None = None
+) -> Iterator[MlflowServer]:
+    """`mlflow server --app-name basic-auth` on `database`: runs and users in PostgreSQL, artifacts served through
+    the server (clients need no access to them) from `artifacts`, root/artifacts by default, or a bucket
+    (s3://...; `environment` then names its endpoint and holds its credentials, for the server only)."""
     port = free_port()
     config = root / "auth.ini"
     config.write_text(
@@ -152,11 +155,13 @@ def mlflow_server(database: Postgres, root: Path) -> Iterator[MlflowServer]:
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
+        **(environment or {}),
     }
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(name, None)
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
-    command += ["--backend-store-uri", database.url("mlflow"), "--artifacts-destination", str(root / "artifacts")]
+    artifacts = artifacts or str(root / "artifacts")
+    command += ["--backend-store-uri", database.url("mlflow"), "--artifacts-destination", artifacts]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     log = root / "mlflow-server.log"
     with log.open("w") as output:

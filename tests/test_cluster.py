@@ -2,11 +2,13 @@
 
 The cluster is separate raylets (orchestrator.loopback.LoopbackCluster, Ray's own cluster_utils): a head without
 CPUs, where the sweep's driver runs, and two 1-CPU workers, where the trials run. The sweep is the smoke space
-with `--address` of that cluster, `--storage` a directory apart from `--out` (as NFS or EFS would be on a real
-cluster) and `--max-failures 2`. A worker node is killed as a reclaimed spot instance goes: SIGKILL to its raylet
-and every process under it at once; a replacement node is added, as an autoscaler would. The sweeps start paused
-after epoch 1, so that every kill lands while a trial holds between its first epoch and the rest, whatever an
-epoch costs; every wait is bounded and watches what the driver has recorded, never the clock.
+with `--address` of that cluster, `--max-failures 2` and `--storage` apart from `--out`, once as a directory (as
+NFS or EFS would be on a real cluster) and once as a bucket of an S3-protocol server on 127.0.0.1
+(tests/s3_server.py), so that every checkpoint, pause file and scan of the storage is an HTTP call. A worker node
+is killed as a reclaimed spot instance goes: SIGKILL to its raylet and every process under it at once; a
+replacement node is added, as an autoscaler would. The sweeps start paused after epoch 1, so that every kill lands
+while a trial holds between its first epoch and the rest, whatever an epoch costs; every wait is bounded and
+watches what the driver has recorded, never the clock.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from s3_server import s3_in_environment
 from sweep_helpers import (
     INTERRUPTED_TRAIN_SENTENCES,
     REPO,
@@ -36,6 +39,7 @@ from sweep_helpers import (
     held,
     lift_pause,
     newest_checkpoints,
+    read_stored,
     release,
     resumed_after,
     summary,
@@ -48,6 +52,7 @@ from sweep_helpers import (
 
 from orchestrator import selection
 from orchestrator.loopback import DRIVER_ENV, LoopbackCluster, launch_sweep, stop_sweep
+from orchestrator.outdir import in_storage
 from orchestrator.space import config_id, load_space, trial_key
 
 EPOCHS = 4
@@ -55,9 +60,25 @@ BOUND = 600  # seconds, for any one wait on a loaded machine
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3(tmp_path_factory):
+    """The S3-protocol server, its credentials in every node's and driver's environment."""
+    with s3_in_environment(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     with LoopbackCluster(workers=2) as loopback:
         yield loopback
+
+
+@pytest.fixture(scope="module", params=["directory", "s3"])
+def storage(request, s3):
+    """Where a scenario's trials keep their checkpoints: `storage(root)` gives a directory below root, or a prefix
+    named after root in the bucket."""
+    if request.param == "directory":
+        return lambda root: str(root / "storage")
+    return lambda root: s3.uri(root.name)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +87,9 @@ def data(conll2003_en, tmp_path_factory):
     return write_slices(conll2003_en, tmp_path_factory.mktemp("cluster_data"), counts=counts)
 
 
-def sweep_argv(cluster, root: Path, data: dict, restarts: int) -> tuple[list, list[str]]:
+def sweep_argv(cluster, root: Path, storage: str, data: dict, restarts: int) -> tuple[list, list[str]]:
     sets = ["--set", f"epochs={EPOCHS}", "--set", f"restarts={restarts}", "--set", "max_concurrent=2"]
-    argv = [SMOKE, "--out", root / "out", "--storage", root / "storage", "--address", cluster.address]
+    argv = [SMOKE, "--out", root / "out", "--storage", storage, "--address", cluster.address]
     return [*argv, "--max-failures", "2", "--no-test", *sets, *data_overrides(data)], sets[1::2]
 
 
@@ -94,9 +115,9 @@ def expected_keys(out: Path, space) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def node_loss(cluster, data, tmp_path_factory):
+def node_loss(cluster, storage, data, tmp_path_factory):
     root = tmp_path_factory.mktemp("node_loss")
-    argv, sets = sweep_argv(cluster, root, data, restarts=2)  # selection ranks configurations by their mean
+    argv, sets = sweep_argv(cluster, root, storage(root), data, restarts=2)  # selection ranks configurations by mean
     out, log = root / "out", root / "sweep.log"
 
     def trial_on_a_worker() -> tuple[str, int, str] | None:
@@ -119,7 +140,6 @@ def node_loss(cluster, data, tmp_path_factory):
         stop_sweep(process)
     return SimpleNamespace(
         out=out,
-        storage=root / "storage",
         code=process.returncode,
         text=log.read_text(),
         space=load_space(SMOKE, sets),
@@ -242,9 +262,9 @@ def test_each_configuration_has_one_run_whose_mean_per_epoch_is_over_its_restart
 
 
 @pytest.fixture(scope="module")
-def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss: one sweep at a time on the cluster
+def driver_loss(cluster, storage, data, tmp_path_factory, node_loss):  # after node_loss: one sweep at a time
     root = tmp_path_factory.mktemp("driver_loss")
-    argv, _ = sweep_argv(cluster, root, data, restarts=1)  # three trials: two, then a third once one finished
+    argv, _ = sweep_argv(cluster, root, storage(root), data, restarts=1)  # three trials: two, then a third
     out = root / "out"
     first_log, second_log = root / "first.log", root / "second.log"
 
@@ -264,7 +284,7 @@ def driver_loss(cluster, data, tmp_path_factory, node_loss):  # after node_loss:
         stop_sweep(first)
     first_text = first_log.read_text()
     newest = newest_checkpoints(out)
-    last_pts = {key: last.read_bytes() for key, (_, last) in newest.items()}  # a resumed trial replaces its own
+    last_pts = {key: read_stored(last) for key, (_, last) in newest.items()}  # a resumed trial replaces its own
     lift_pause(out)
     second = launch_sweep(argv, second_log)
     try:
@@ -293,8 +313,8 @@ def test_trials_finished_before_the_driver_was_killed_train_nothing_again(driver
     assert driver_loss.first.keys, "no trial had finished when the driver was killed"
     trials = {t["key"]: t for t in summary(driver_loss.out)["trials"]}
     for key in driver_loss.first.keys:
-        final = Path(trials[key]["checkpoint_dir"])
-        assert (final / "last.pt").read_bytes() == driver_loss.last_pts[key], key
+        final = read_stored(in_storage(trials[key]["checkpoint_dir"], "last.pt"))
+        assert final == driver_loss.last_pts[key], key
         lines = final_train_log(trials[key])
         assert resumed_after(lines) == [] and trained_epochs(lines) == list(range(1, trials[key]["epochs"] + 1))
 

@@ -38,7 +38,8 @@ HEAD_POLICY = DEPLOY / "aws-iam-head-policy.json"
 SECURITY_GROUP = DEPLOY / "aws-security-group.json"
 MINIO_POLICY = DEPLOY / "minio-mlflow-policy.json"
 
-MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+DRIVER_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PGPASSWORD")  # the driver's only
+BUCKET_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # every node's: workers upload checkpoints
 WORLD = {"0.0.0.0/0", "::/0"}
 
 
@@ -280,27 +281,49 @@ def sweep_arguments(entrypoint: str):
     start = words.index("python")
     assert words[start : start + 3] == ["python", "-m", "orchestrator.sweep"], words
     before = " ".join(words[:start])
-    assert before in ("", "cd /home/ray/dss-sweep &&"), f"unexpected before the sweep: {before!r}"
+    assert before in ("", "cd /home/ray/dss-sweep &&", "RAY_AUTH_MODE=token"), (
+        f"unexpected before the sweep: {before!r}"
+    )
     return build_parser().parse_args(words[start + 3 :])
 
 
-def test_rayjob_runs_the_sweep_on_the_cluster_with_shared_storage():
+def as_tested(args) -> dict:
+    """The sweep that tests/test_ray_job.py submits as the team's Ray job, with the places (space, folders, bucket,
+    servers, trials at once) that `args` names: what a deploy file's sweep must parse to."""
+    from test_ray_job import team_sweep
+
+    from orchestrator.sweep import build_parser
+
+    options = team_sweep(
+        args.space, args.out, args.storage, args.tracking_uri, args.optuna_storage, args.max_concurrent
+    )
+    return vars(build_parser().parse_args([str(option) for option in options]))
+
+
+def test_rayjob_runs_the_team_sweep_that_the_ray_job_test_submits():
+    job, _ = rayjob_documents()
+    args = sweep_arguments(job["spec"]["entrypoint"])
+    assert args.overrides == ["resources.gpus=1"], "one trial per GPU"
+    assert {**vars(args), "overrides": []} == as_tested(args)
+
+
+def test_rayjob_keeps_the_output_on_the_heads_volume_and_the_checkpoints_in_a_bucket():
     from orchestrator.space import load_space
 
     job, claim = rayjob_documents()
     args = sweep_arguments(job["spec"]["entrypoint"])
     assert str(args.space) == "search_spaces/ner.yaml" and args.address == "auto"
-    assert args.tracking_uri is None, "the tracking URI comes from the Secret, through MLFLOW_TRACKING_URI"
     assert args.max_failures >= 1, "pods can vanish: retry a trial from its checkpoint"
+    assert args.storage.startswith("s3://"), "every node reaches the bucket"
+    assert args.tracking_uri.startswith("https://") and args.optuna_storage.startswith("postgresql://")
 
-    assert "ReadWriteMany" in claim["spec"]["accessModes"]
     cluster = job["spec"]["rayClusterSpec"]
     head_pod = cluster["headGroupSpec"]["template"]["spec"]
     (head_mount,) = mounts_of_claim(head_pod, head_pod["containers"][0], claim["metadata"]["name"])
+    assert str(args.out).startswith(head_mount + "/"), "a retry's new head finds the sweep's output again"
     for group in cluster["workerGroupSpecs"]:
         pod = group["template"]["spec"]
-        assert mounts_of_claim(pod, pod["containers"][0], claim["metadata"]["name"]) == [head_mount], group
-    assert str(args.out).startswith(head_mount + "/") and args.storage.startswith(head_mount + "/")
+        assert mounts_of_claim(pod, pod["containers"][0], claim["metadata"]["name"]) == [], group
 
     space = load_space(ROOT / args.space, args.overrides)  # the --set overrides are valid for the space
     gpus = sum(
@@ -324,16 +347,36 @@ def test_rayjob_image_matches_the_pinned_ray_and_runs_as_non_root():
         assert group["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
-def test_rayjob_reads_mlflow_uri_and_credentials_from_a_secret():
+def test_rayjob_reads_every_credential_from_a_secret_and_gives_workers_only_the_buckets():
     job, _ = rayjob_documents()
-    env = {item["name"]: item for item in containers(job)["head"]["env"]}
-    for name in MLFLOW_CREDENTIALS:
-        assert "value" not in env[name], name
-        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == name
+    args = sweep_arguments(job["spec"]["entrypoint"])
+    for url in (args.tracking_uri, args.optuna_storage):
+        assert "@" not in url or ":" not in url.split("://", 1)[1].split("@", 1)[0], f"a password in {url}"
     for name, container in containers(job).items():
-        if name != "head":
-            names = {item["name"] for item in container.get("env", [])}
-            assert not names & set(MLFLOW_CREDENTIALS), "workers never talk to MLflow"
+        env = {item["name"]: item for item in container.get("env", [])}
+        expected = {*DRIVER_CREDENTIALS, *BUCKET_CREDENTIALS} if name == "head" else set(BUCKET_CREDENTIALS)
+        assert set(env) == expected, f"{name}: workers never talk to MLflow or Optuna"
+        for variable in env.values():
+            assert "value" not in variable and variable["valueFrom"]["secretKeyRef"]["key"] == variable["name"]
+
+
+# ------------------------------------------------------------------------------------------- deploy/README.md
+def readme_ray_job() -> tuple[str, str]:
+    """The `ray job submit` of deploy/README.md's section 4: the pattern its command exports credentials with from
+    the server's settings file, and its sweep command."""
+    text = (DEPLOY / "README.md").read_text()
+    script = re.search(r"ray job submit --address \S+ --no-wait -- bash -c '(.*?)'\n", text, re.DOTALL)[1]
+    exports, sweep = script.replace("\\\n", " ").split("&&")
+    return re.fullmatch(r'\s*export \$\(grep -E "([^"]+)" ~/mlflow/server.env \| xargs\)\s*', exports)[1], sweep
+
+
+def test_the_readmes_ray_job_exports_what_the_tested_job_exports_and_runs_the_team_sweep():
+    from test_ray_job import EXPORTED
+
+    pattern, sweep = readme_ray_job()
+    assert pattern == EXPORTED
+    args = sweep_arguments(sweep)
+    assert vars(args) == as_tested(args)
 
 
 # ----------------------------------------------------------------------------------------- the MLflow compose stack

@@ -33,6 +33,7 @@ from sweep_helpers import (
     launch,
     lift_pause,
     newest_checkpoints,
+    read_stored,
     release,
     resumed_after,
     summary,
@@ -123,7 +124,7 @@ def sessions(conll2003_en, tmp_path_factory):
         second_trial=second_trial,
         at_kill={third_trial: at_kill[third_trial]},
         stored={key: epoch for key, (epoch, _) in newest.items()},
-        last_pts={key: last.read_bytes() for key, (_, last) in newest.items()},
+        last_pts={key: read_stored(last) for key, (_, last) in newest.items()},
     )
 
 
