@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from trainer.config import parse_config, resolve_data_dir
-from trainer.data import ding
+from trainer.data import debian, ding
 from trainer.data.conll import DataFormatError
 from trainer.data.fetch import FetchError
 from trainer.data.parallel import drop_long, read_parallel
@@ -212,9 +212,9 @@ def test_the_dictionary_is_read_from_a_debian_package(tmp_path, monkeypatch, wit
     if with_dpkg_deb and shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb not installed")
     if not with_dpkg_deb:
-        monkeypatch.setattr(ding.shutil, "which", lambda name: None)
+        monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     deb = make_deb(tmp_path / "trans-de-en_1_all.deb", "\n".join(DICTIONARY) + "\n")
-    with ding._members_of_deb(deb) as archive:
+    with debian.members_of_deb(deb) as archive:
         member = next(m for m in archive.getmembers() if m.name.lstrip("./") == ding.DICTIONARY_MEMBER)
         assert archive.extractfile(member).read().decode().startswith("# Version :: devel 2099")
 
@@ -255,7 +255,7 @@ def test_fetch_command_extracts_into_the_data_dir_and_prints_the_files(tmp_path)
 
 def test_without_the_package_or_apt_get_the_error_says_how_to_use_own_files(tmp_path, monkeypatch):
     monkeypatch.setattr(ding, "INSTALLED_DICTIONARY", tmp_path / "not-installed")
-    monkeypatch.setattr(ding.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     with pytest.raises(FetchError, match=r"data\.dataset: files and data\.path"):
         ding.fetch_ding_de_en(tmp_path / "data", log=lambda _: None)
 

@@ -30,18 +30,15 @@ version, which `manifest.json` records. Debian bookworm's trans-de-en 1.9-6
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import shutil
-import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from trainer.data.debian import download_packages, members_of_deb
 from trainer.data.fetch import FetchError, _write_atomically
 from trainer.progress import log_line
 
@@ -134,49 +131,15 @@ def _dictionary_version(path: Path) -> str:
     return "unknown"
 
 
-def _members_of_deb(deb: Path) -> tarfile.TarFile:
-    """The data archive of a .deb. dpkg-deb reads every compression Debian and Ubuntu use (xz, zstd);
-    without it, the ar container is read here (xz, gzip, bzip2 only)."""
-    if shutil.which("dpkg-deb"):
-        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
-        if result.returncode != 0:
-            raise FetchError(f"dpkg-deb could not read {deb}: {result.stderr.decode(errors='replace').strip()}")
-        return tarfile.open(fileobj=io.BytesIO(result.stdout))
-    content = deb.read_bytes()
-    if not content.startswith(b"!<arch>\n"):
-        raise FetchError(f"{deb} is not a Debian package (no ar header)")
-    offset = 8
-    while offset + 60 <= len(content):
-        header = content[offset : offset + 60]
-        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
-        body = content[offset + 60 : offset + 60 + size]
-        if name.startswith("data.tar"):
-            try:
-                return tarfile.open(fileobj=io.BytesIO(body))
-            except tarfile.ReadError:
-                raise FetchError(f"{deb}: cannot read {name} without dpkg-deb (install dpkg)") from None
-        offset += 60 + size + (size % 2)
-    raise FetchError(f"{deb}: no data archive inside")
-
-
 def _download_dictionary(cached: Path, log) -> None:
     """`apt-get download trans-de-en` (no root needed, nothing installed) and unpack the dictionary file."""
-    if shutil.which("apt-get") is None:
-        message = f"{PACKAGE} is not installed and apt-get is not available. "
-        raise FetchError(message + NO_PACKAGE_HELP.format(cached=cached))
     with tempfile.TemporaryDirectory() as tmp:
         log(f"Downloading the Debian package {PACKAGE} (about 6 MB, once) ...")
-        result = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
-        debs = sorted(Path(tmp).glob(f"{PACKAGE}_*.deb"))
-        if result.returncode != 0 or not debs:
-            raise FetchError(
-                f"`apt-get download {PACKAGE}` failed: {result.stderr.strip()[-1000:]}\n"
-                "If the package is unknown, run `apt-get update` first. " + NO_PACKAGE_HELP.format(cached=cached)
-            )
-        with _members_of_deb(debs[0]) as archive:
+        (package,) = download_packages([PACKAGE], Path(tmp), NO_PACKAGE_HELP.format(cached=cached))
+        with members_of_deb(package.path) as archive:
             member = next((m for m in archive.getmembers() if m.name.lstrip("./") == DICTIONARY_MEMBER), None)
             if member is None:
-                raise FetchError(f"{debs[0].name} holds no {DICTIONARY_MEMBER}")
+                raise FetchError(f"{package.path.name} holds no {DICTIONARY_MEMBER}")
             cached.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(cached, archive.extractfile(member).read())
 
