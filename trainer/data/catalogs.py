@@ -103,9 +103,10 @@ _PLACEHOLDER = re.compile(
 )
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>")
 # A mark before a letter or digit; an `&` that starts a character entity (&amp;) is none.
-_ACCELERATOR = re.compile(r"(?<![&_~])(?:[_~]|&(?!(?:#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);))(?=[^\W_])")
+_MARK = r"(?:[_~]|&(?!(?:#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);))(?=[^\W_])"
+_ACCELERATOR = re.compile(r"(?<![&_~])" + _MARK)
 # At the start of a word ("_Text", "(_640"), a mark is an accelerator even in a word both sides share.
-_LEADING_ACCELERATOR = re.compile(r"(?<![\w&~])[_&~](?=[^\W_])")
+_LEADING_ACCELERATOR = re.compile(r"(?<![\w&_~])" + _MARK)
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
 _COLUMNS = re.compile(r"\t| {2,}")
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -176,15 +177,18 @@ def _drop_accelerators(english: str, german: str) -> tuple[str, str]:
 
 
 def _plain(text: str) -> str | None:
-    """Tags removed, entities decoded, line breaks joined; None for text in columns or with placeholders."""
+    """Rules 3-5: line breaks joined, tags removed, entities decoded; None for text in columns or with
+    placeholders."""
     text = text.replace("%PRODUCTNAME", "LibreOffice")
     if _PLACEHOLDER.search(text):
         return None
-    text = html.unescape(_TAG.sub(" ", text)) if _TAG.search(text) or _ENTITY.search(text) else text
     lines = [line.strip() for line in text.strip().splitlines()]
     if any(_COLUMNS.search(line) for line in lines):
         return None
-    return " ".join(line for line in lines if line)
+    text = " ".join(line for line in lines if line)
+    if _TAG.search(text) or _ENTITY.search(text):
+        text = html.unescape(_TAG.sub(" ", text))
+    return " ".join(text.split())
 
 
 def clean_pair(message: CatalogMessage) -> tuple[str, str] | None:
