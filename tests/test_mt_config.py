@@ -23,6 +23,11 @@ def test_iwslt14_config_is_the_papers_setup_on_files_given_by_path():
     assert config.data.target_vocab_size == 32000 and config.data.max_length == 50
 
 
+def test_iwslt14_config_splits_words_with_the_recipes_joint_bpe_of_10000():
+    subwords = load_config("configs/mt_iwslt14.yaml").data.subwords
+    assert (subwords.model, subwords.vocab_size, subwords.joint) == ("bpe", 10000, True)
+
+
 def test_ding_config_is_the_default_data_set():
     config = load_config("configs/mt_ding.yaml")
     assert config.task == "mt" and config.data.dataset == "ding_de_en"

@@ -140,3 +140,17 @@ def test_an_unknown_subword_setting_is_refused_with_exit_status_2(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and result.stderr.startswith("error: ")
     assert "data.subwords.model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_text_already_split_by_subword_nmt_is_refused_naming_the_file_and_line(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.de").write_text("das haus .\nich ver@@ stehe .\n")
+        (tmp_path / f"{split}.en").write_text("the house .\ni under@@ stand .\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "configs/mt_iwslt14.yaml", "--out", str(tmp_path / "run"),
+         "--set", f"data.path={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert f"{tmp_path / 'train.en'}:2: holds subword-nmt's '@@' pieces" in result.stderr
+    assert "data.subwords" in result.stderr and not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ import torch
 from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import MtConfig, resolve_data_dir
 from trainer.data.catalogs import catalogs_dir, fetch_catalogs_de_en
+from trainer.data.conll import DataFormatError
 from trainer.data.ding import ding_dir, fetch_ding_de_en
 from trainer.data.parallel import SentencePair, drop_long, read_parallel, split_files
 from trainer.metrics import bleu_statistics, corpus_bleu, corpus_chrf
@@ -55,6 +56,18 @@ def data_folder(config: MtConfig, log=log_line) -> Path:
     return corpus_folder(config.data.dataset, config, log)
 
 
+def refuse_bpe_pieces(pairs: list[SentencePair], target_path: Path) -> None:
+    """Text that subword-nmt has already split ("ver@@ stehen", as in the files fairseq's prepare-iwslt14.sh
+    leaves) would be trained and scored on pieces, not words: BLEU would not be the paper's. It is refused."""
+    for pair in pairs[:1000]:
+        if any(token.endswith("@@") for token in pair.target):
+            raise DataFormatError(
+                f"{target_path}:{pair.line}: holds subword-nmt's '@@' pieces ({' '.join(pair.target)[:80]}): BLEU "
+                "would count pieces, not words. Point data.path at the text before BPE (prepare-iwslt14.sh leaves it "
+                "in iwslt14.tokenized.de-en/tmp/) and set data.subwords to split it (configs/mt_iwslt14.yaml)"
+            )
+
+
 class MtTask:
     metric = "bleu"
     supports_beam = True
@@ -93,7 +106,9 @@ class MtTask:
     def _read(self, folder: Path, split: str) -> list[SentencePair]:
         data = self.config.data
         source, target = split_files(folder, split, data.source_lang, data.target_lang)
-        return read_parallel(source, target, lowercase=data.lowercase, encoding=data.encoding)
+        pairs = read_parallel(source, target, lowercase=data.lowercase, encoding=data.encoding)
+        refuse_bpe_pieces(pairs, target)
+        return pairs
 
     def _words(self, split: str) -> list[SentencePair]:
         """The split's pairs as read (words); training pairs include the extra corpora's, length-filtered and
