@@ -305,3 +305,17 @@ def test_training_on_ding_with_the_catalogs_adds_their_training_pairs_and_keeps_
     dev_german = {" ".join(p.source) for p in task.read_split("dev")}
     assert dev_german == set(ding["valid.de"].read_text(encoding="utf-8").splitlines())
     assert not dev_german & {" ".join(p.source) for p in train_pairs}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_trained_on_ding_is_scored_on_the_catalogs_test_split_with_corpus(real_catalogs, tmp_path):
+    tiny = [f"{key}=16" for key in ("model.embedding_dim", "model.encoder_hidden", "model.decoder_hidden")]
+    overrides = [*tiny, "model.attention_dim=16", "data.max_train_sentences=100", "data.max_dev_sentences=20"]
+    sets = [arg for override in [*overrides, "optim.epochs=1"] for arg in ("--set", override)]
+    command = [sys.executable, "-m", "trainer", "configs/mt_ding.yaml", "--out", str(tmp_path), "--no-progress"]
+    assert subprocess.run([*command, *sets], capture_output=True).returncode == 0
+    evaluate = [sys.executable, "-m", "trainer.evaluate", str(tmp_path / "best.pt"), "--split", "test"]
+    result = subprocess.run([*evaluate, "--corpus", "catalogs_de_en"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(result.stdout)
+    assert scored["corpus"] == "catalogs_de_en" and scored["split"] == "test" and 0 <= scored["bleu"] <= 100
