@@ -58,7 +58,16 @@ def test_bf16_without_cuda_is_refused_before_any_data_is_read(tmp_path):
 def test_describe_lists_every_mt_key_with_its_default(capsys):
     assert describe.main(["mt"]) == 0
     text = capsys.readouterr().out
-    for line in ("task: mt", "target_vocab_size: 32000", "max_length: 50", "attention_dim: 256", "precision: float32"):
+    for line in (
+        "task: mt",
+        "target_vocab_size: 32000",
+        "max_length: 50",
+        "attention_dim: 256",
+        "precision: float32",
+        "subwords: null",
+        "  # vocab_size: 10000",
+        "extra_training: []",
+    ):
         assert line in text
 
 

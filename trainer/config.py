@@ -275,7 +275,7 @@ class MtDataConfig(StrictModel):
     )
     subwords: SubwordConfig | None = Field(
         None,
-        description="Subword units learnt on the training pairs (see its keys); null: words, as read.",
+        description="Subword units learnt on the training pairs (trainer/subwords.py); null: words, as read.",
     )
     path: Path | None = Field(
         None,
