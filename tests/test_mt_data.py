@@ -176,6 +176,16 @@ def test_a_german_sentence_is_kept_once():
     assert [de for de, _ in ding.sentence_pairs(DICTIONARY)].count("ich kann ihn nicht leiden .") == 1
 
 
+def test_phrase_pairs_are_the_word_and_phrase_sub_entries_without_sentences_or_placeholders():
+    assert list(ding.phrase_pairs(DICTIONARY)) == [("aal", "eel"), ("aale", "eels"), ("leiden", "to suffer")]
+
+
+def test_a_phrase_that_repeats_the_words_of_a_sentence_is_left_out():
+    dictionary = [*DICTIONARY, "Wo ist der Bahnhof :: Where is the station", "Bahnhof {m} :: station"]
+    assert [de for de, _ in ding.phrase_pairs(dictionary)][-1] == "bahnhof"
+    assert "wo ist der bahnhof" not in {de for de, _ in ding.phrase_pairs(dictionary)}
+
+
 def test_the_split_is_a_fixed_function_of_the_german_sentence():
     # Pinned: a change here moves sentences between splits and invalidates every published number.
     assert ding.split_of("wo ist der bahnhof ?") == "test"
@@ -278,3 +288,13 @@ def test_real_ding_files_read_as_aligned_lowercased_pairs(ding_files):
     pairs = read_parallel(ding_files["valid.de"], ding_files["valid.en"])
     assert len(pairs) > 500
     assert all(" ".join(p.target) == " ".join(p.target).lower() for p in pairs)
+
+
+@pytest.mark.slow
+def test_real_ding_phrases_repeat_no_dev_or_test_sentence(ding_files):
+    phrases = ding.fetch_ding_phrases_de_en(resolve_data_dir(None))
+    german = phrases["train.de"].read_text(encoding="utf-8").splitlines()
+    assert len(german) > 200000 and len(german) == len(phrases["train.en"].read_text(encoding="utf-8").splitlines())
+    scored = ding_files["valid.de"].read_text(encoding="utf-8").splitlines()
+    scored += ding_files["test.de"].read_text(encoding="utf-8").splitlines()
+    assert not {ding.words_only(line) for line in scored} & {ding.words_only(line) for line in german}

@@ -252,7 +252,7 @@ class SubwordConfig(StrictModel):
     )
 
 
-ExtraCorpus = Literal["catalogs_de_en"]
+ExtraCorpus = Literal["catalogs_de_en", "ding_phrases_de_en"]
 
 
 class MtDataConfig(StrictModel):
@@ -269,9 +269,10 @@ class MtDataConfig(StrictModel):
     extra_training: list[ExtraCorpus] = Field(
         [],
         description="Fetched corpora whose training split is added to the training pairs (dev and test stay "
-        "those of `dataset`, a fetched one), e.g. [catalogs_de_en]. Every fetched corpus splits by the same hash "
-        "of its normalised German side, so a German sentence of the dataset's dev or test is never in another "
-        "corpus's training split.",
+        "those of `dataset`, a fetched one): catalogs_de_en (Debian's German message catalogs) and "
+        "ding_phrases_de_en (the Ding dictionary's word and phrase entries, training only). The fetched corpora "
+        "split by the same hash of their normalised German side, and the phrases leave out every phrase that "
+        "repeats a Ding sentence's words, so no German sentence of the dataset's dev or test is trained on.",
     )
     subwords: SubwordConfig | None = Field(
         None,

@@ -15,7 +15,7 @@ from trainer.batching import SingletonDropout, bucketed_batches, pad
 from trainer.config import MtConfig, resolve_data_dir
 from trainer.data.catalogs import catalogs_dir, fetch_catalogs_de_en
 from trainer.data.conll import DataFormatError
-from trainer.data.ding import ding_dir, fetch_ding_de_en
+from trainer.data.ding import ding_dir, fetch_ding_de_en, fetch_ding_phrases_de_en, phrases_dir
 from trainer.data.parallel import SentencePair, drop_long, read_parallel, split_files
 from trainer.metrics import bleu_statistics, corpus_bleu, corpus_chrf
 from trainer.model import Seq2Seq, build_mt_model
@@ -37,7 +37,11 @@ class Batch:
         return Batch(self.src.to(device), self.src_lengths.to(device), self.targets.to(device))
 
 
-FETCHED = {"ding_de_en": (fetch_ding_de_en, ding_dir), "catalogs_de_en": (fetch_catalogs_de_en, catalogs_dir)}
+FETCHED = {
+    "ding_de_en": (fetch_ding_de_en, ding_dir),
+    "catalogs_de_en": (fetch_catalogs_de_en, catalogs_dir),
+    "ding_phrases_de_en": (fetch_ding_phrases_de_en, phrases_dir),  # training split only (data.extra_training)
+}
 
 
 def corpus_folder(name: str, config: MtConfig, log=log_line) -> Path:
