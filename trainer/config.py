@@ -274,6 +274,14 @@ class MtDataConfig(StrictModel):
         "split by the same hash of their normalised German side, and the phrases leave out every phrase that "
         "repeats a Ding sentence's words, so no German sentence of the dataset's dev or test is trained on.",
     )
+    batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Training batches: null holds optim.batch_size pairs per batch; N holds as many pairs of similar "
+        "length as fit N tokens (longest side + </s>, times pairs, padding included) and replaces optim.batch_size "
+        "there, so short pairs (dictionary phrases, UI messages) share a step instead of costing one each "
+        "(fairseq's --max-tokens). Dev and test decoding are unaffected.",
+    )
     subwords: SubwordConfig | None = Field(
         None,
         description="Subword units learnt on the training pairs (trainer/subwords.py); null: words, as read.",

@@ -149,18 +149,23 @@ class MtTask:
             targets=pad([self.target_vocab.encode(list(p.target)) + [eos] for p in pairs], self.target_vocab.pad_id),
         )
 
-    def batches(self, pairs: list[SentencePair], batch_size: int, shuffle: bool) -> list[Batch]:
+    def batches(
+        self, pairs: list[SentencePair], batch_size: int, shuffle: bool, max_tokens: int | None = None
+    ) -> list[Batch]:
         """Length-bucketed: the decoder unrolls over the longest target of a batch."""
         lengths = [max(len(p.source), len(p.target) + 1) for p in pairs]
-        return [self._batch([pairs[i] for i in indices]) for indices in bucketed_batches(lengths, batch_size, shuffle)]
+        indices = bucketed_batches(lengths, batch_size, shuffle, max_tokens)
+        return [self._batch([pairs[i] for i in batch]) for batch in indices]
 
     def training_batches(self, pairs: list[SentencePair], batch_size: int) -> list[Batch]:
-        """Shuffled batches with source singletons replaced by <unk> afresh on every call (every epoch);
-        target words are what the loss scores, so they stay."""
+        """Shuffled batches (of `batch_size` pairs, or filled to data.batch_tokens) with source singletons
+        replaced by <unk> afresh on every call (every epoch); target words are what the loss scores, so they
+        stay."""
         dropout = SingletonDropout(
             self.source_vocab, (p.source for p in pairs), self.config.data.unk_replace_probability
         )
-        return [replace(batch, src=dropout(batch.src)) for batch in self.batches(pairs, batch_size, shuffle=True)]
+        batches = self.batches(pairs, batch_size, shuffle=True, max_tokens=self.config.data.batch_tokens)
+        return [replace(batch, src=dropout(batch.src)) for batch in batches]
 
     @torch.no_grad()
     def translate(
