@@ -23,6 +23,11 @@ def test_iwslt14_config_is_the_papers_setup_on_files_given_by_path():
     assert config.data.target_vocab_size == 32000 and config.data.max_length == 50
 
 
+def test_iwslt14_config_splits_words_with_the_recipes_joint_bpe_of_10000():
+    subwords = load_config("configs/mt_iwslt14.yaml").data.subwords
+    assert (subwords.model, subwords.vocab_size, subwords.joint) == ("bpe", 10000, True)
+
+
 def test_ding_config_is_the_default_data_set():
     config = load_config("configs/mt_ding.yaml")
     assert config.task == "mt" and config.data.dataset == "ding_de_en"
@@ -53,7 +58,16 @@ def test_bf16_without_cuda_is_refused_before_any_data_is_read(tmp_path):
 def test_describe_lists_every_mt_key_with_its_default(capsys):
     assert describe.main(["mt"]) == 0
     text = capsys.readouterr().out
-    for line in ("task: mt", "target_vocab_size: 32000", "max_length: 50", "attention_dim: 256", "precision: float32"):
+    for line in (
+        "task: mt",
+        "target_vocab_size: 32000",
+        "max_length: 50",
+        "attention_dim: 256",
+        "precision: float32",
+        "subwords: null",
+        "  # vocab_size: 10000",
+        "extra_training: []",
+    ):
         assert line in text
 
 

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from trainer.config import parse_config, resolve_data_dir
-from trainer.data import ding
+from trainer.data import debian, ding
 from trainer.data.conll import DataFormatError
 from trainer.data.fetch import FetchError
 from trainer.data.parallel import drop_long, read_parallel
@@ -176,6 +176,16 @@ def test_a_german_sentence_is_kept_once():
     assert [de for de, _ in ding.sentence_pairs(DICTIONARY)].count("ich kann ihn nicht leiden .") == 1
 
 
+def test_phrase_pairs_are_the_word_and_phrase_sub_entries_without_sentences_or_placeholders():
+    assert list(ding.phrase_pairs(DICTIONARY)) == [("aal", "eel"), ("aale", "eels"), ("leiden", "to suffer")]
+
+
+def test_a_phrase_that_repeats_the_words_of_a_sentence_is_left_out():
+    dictionary = [*DICTIONARY, "Wo ist der Bahnhof :: Where is the station", "Bahnhof {m} :: station"]
+    assert [de for de, _ in ding.phrase_pairs(dictionary)][-1] == "bahnhof"
+    assert "wo ist der bahnhof" not in {de for de, _ in ding.phrase_pairs(dictionary)}
+
+
 def test_the_split_is_a_fixed_function_of_the_german_sentence():
     # Pinned: a change here moves sentences between splits and invalidates every published number.
     assert ding.split_of("wo ist der bahnhof ?") == "test"
@@ -212,9 +222,9 @@ def test_the_dictionary_is_read_from_a_debian_package(tmp_path, monkeypatch, wit
     if with_dpkg_deb and shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb not installed")
     if not with_dpkg_deb:
-        monkeypatch.setattr(ding.shutil, "which", lambda name: None)
+        monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     deb = make_deb(tmp_path / "trans-de-en_1_all.deb", "\n".join(DICTIONARY) + "\n")
-    with ding._members_of_deb(deb) as archive:
+    with debian.members_of_deb(deb) as archive:
         member = next(m for m in archive.getmembers() if m.name.lstrip("./") == ding.DICTIONARY_MEMBER)
         assert archive.extractfile(member).read().decode().startswith("# Version :: devel 2099")
 
@@ -255,7 +265,7 @@ def test_fetch_command_extracts_into_the_data_dir_and_prints_the_files(tmp_path)
 
 def test_without_the_package_or_apt_get_the_error_says_how_to_use_own_files(tmp_path, monkeypatch):
     monkeypatch.setattr(ding, "INSTALLED_DICTIONARY", tmp_path / "not-installed")
-    monkeypatch.setattr(ding.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     with pytest.raises(FetchError, match=r"data\.dataset: files and data\.path"):
         ding.fetch_ding_de_en(tmp_path / "data", log=lambda _: None)
 
@@ -278,3 +288,13 @@ def test_real_ding_files_read_as_aligned_lowercased_pairs(ding_files):
     pairs = read_parallel(ding_files["valid.de"], ding_files["valid.en"])
     assert len(pairs) > 500
     assert all(" ".join(p.target) == " ".join(p.target).lower() for p in pairs)
+
+
+@pytest.mark.slow
+def test_real_ding_phrases_repeat_no_dev_or_test_sentence(ding_files):
+    phrases = ding.fetch_ding_phrases_de_en(resolve_data_dir(None))
+    german = phrases["train.de"].read_text(encoding="utf-8").splitlines()
+    assert len(german) > 200000 and len(german) == len(phrases["train.en"].read_text(encoding="utf-8").splitlines())
+    scored = ding_files["valid.de"].read_text(encoding="utf-8").splitlines()
+    scored += ding_files["test.de"].read_text(encoding="utf-8").splitlines()
+    assert not {ding.words_only(line) for line in scored} & {ding.words_only(line) for line in german}

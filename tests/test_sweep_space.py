@@ -113,7 +113,11 @@ PAPER_DATA = [
     "data/conll2003_de/deu.train",
     "data/conll2003_de/deu.testa",
     "data/conll2003_de/deu.testb",
-    *(f"data/iwslt14.tokenized.de-en/{split}.{lang}" for split in ("train", "valid", "test") for lang in ("de", "en")),
+    *(
+        f"data/iwslt14.tokenized.de-en/tmp/{split}.{lang}"
+        for split in ("train", "valid", "test")
+        for lang in ("de", "en")
+    ),
 ]
 
 

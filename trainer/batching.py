@@ -11,18 +11,35 @@ import torch
 from trainer.vocabulary import Vocabulary
 
 
-def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool) -> list[list[int]]:
-    """Index lists of about `batch_size` examples of similar length.
+def bucketed_batches(
+    lengths: list[int], batch_size: int, shuffle: bool, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Index lists of about `batch_size` examples of similar length, or, with `max_tokens`, of as many
+    examples of similar length as fit that many tokens (the batch's longest example × its examples, padding
+    included; an example longer than that has a batch of its own): short examples then share a step.
 
-    With shuffle, examples are shuffled, sorted by length within windows of 50
-    batches, and the batches shuffled, using torch's global generator (seeded by
-    the trainer, restored on resume)."""
+    With shuffle, examples are shuffled, sorted by length within windows of about 50 batches, and the batches
+    shuffled, using torch's global generator (seeded by the trainer, restored on resume)."""
     order = torch.randperm(len(lengths)).tolist() if shuffle else list(range(len(lengths)))
-    window = batch_size * 50
+    if max_tokens is None:
+        window = batch_size * 50
+    else:
+        typical = sorted(lengths)[len(lengths) // 2] if lengths else 1
+        window = 50 * max(1, max_tokens // max(1, typical))
     batches = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        if max_tokens is None:
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+            continue
+        batch: list[int] = []
+        for index in chunk:  # ascending length: the newest example is the batch's longest
+            if batch and lengths[index] * (len(batch) + 1) > max_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        if batch:
+            batches.append(batch)
     if shuffle:
         batches = [batches[i] for i in torch.randperm(len(batches)).tolist()]
     return batches

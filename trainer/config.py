@@ -223,14 +223,68 @@ class NerConfig(RunConfig):
     model: NerModelConfig = Field(default_factory=NerModelConfig, description="NER model sizes.")
 
 
+class SubwordConfig(StrictModel):
+    """Subword units (trainer/subwords.py): a SentencePiece model learnt from the training pairs a run uses,
+    cached in the data directory; the model translates pieces, BLEU and chrF score the words they spell."""
+
+    model: Literal["bpe", "unigram"] = Field(
+        "bpe",
+        description="'bpe': byte-pair encoding (Sennrich et al. 2016; what fairseq's IWSLT14 recipe uses); "
+        "'unigram': SentencePiece's unigram language model (Kudo 2018).",
+    )
+    vocab_size: int = Field(
+        10000,
+        ge=8,
+        description="Pieces per SentencePiece model, a ceiling (a small corpus may yield fewer); must exceed the "
+        "number of distinct training characters. fairseq's IWSLT14 recipe: 10,000 BPE merges, joint.",
+    )
+    joint: bool = Field(
+        True,
+        description="One model learnt on both sides' training text (shared pieces, as fairseq's IWSLT14 recipe), or "
+        "one per side. The two vocabularies stay separate either way (data.source/target_vocab_size cap them).",
+    )
+    character_coverage: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of training characters the pieces cover; 1.0 keeps encoding lossless on the training "
+        "text (SentencePiece's default 0.9995 would make its rarest characters <unk>).",
+    )
+
+
+ExtraCorpus = Literal["catalogs_de_en", "ding_phrases_de_en"]
+
+
 class MtDataConfig(StrictModel):
     """Parallel text, one sentence per line, tokenized; German source, English target (§5)."""
 
-    dataset: Literal["ding_de_en", "files"] = Field(
+    dataset: Literal["ding_de_en", "catalogs_de_en", "files"] = Field(
         "ding_de_en",
         description="'ding_de_en': German-English sentence pairs from the Ding dictionary (Debian package "
-        "trans-de-en), extracted and split on first use (`python -m trainer.data fetch ding_de_en`); 'files': your "
-        "own parallel text under `path`, e.g. IWSLT14 de-en as prepare-iwslt14.sh leaves it (the paper's data).",
+        "trans-de-en), extracted and split on first use (`python -m trainer.data fetch ding_de_en`); "
+        "'catalogs_de_en': German-English message pairs from Debian's German message catalogs "
+        "(`python -m trainer.data fetch catalogs_de_en`); 'files': your own parallel text under `path`, e.g. IWSLT14 "
+        "de-en as prepare-iwslt14.sh leaves it (the paper's data). Dev and test are this data set's.",
+    )
+    extra_training: list[ExtraCorpus] = Field(
+        [],
+        description="Fetched corpora whose training split is added to the training pairs (dev and test stay "
+        "those of `dataset`, a fetched one): catalogs_de_en (Debian's German message catalogs) and "
+        "ding_phrases_de_en (the Ding dictionary's word and phrase entries, training only). The fetched corpora "
+        "split by the same hash of their normalised German side, and the phrases leave out every phrase that "
+        "repeats a Ding sentence's words, so no German sentence of the dataset's dev or test is trained on.",
+    )
+    batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Training batches: null holds optim.batch_size pairs per batch; N holds as many pairs of similar "
+        "length as fit N tokens (longest side + </s>, times pairs, padding included) and replaces optim.batch_size "
+        "there, so short pairs (dictionary phrases, UI messages) share a step instead of costing one each "
+        "(fairseq's --max-tokens). Dev and test decoding are unaffected.",
+    )
+    subwords: SubwordConfig | None = Field(
+        None,
+        description="Subword units learnt on the training pairs (trainer/subwords.py); null: words, as read.",
     )
     path: Path | None = Field(
         None,
@@ -283,6 +337,16 @@ class MtDataConfig(StrictModel):
         refuse_files_only_fields(self, ("path", "encoding"))
         if self.dataset == "files" and self.path is None:
             raise ValueError("dataset 'files' needs path: a folder with train/valid/test.{source,target}_lang")
+        if self.extra_training and self.dataset == "files":
+            raise ValueError(
+                "extra_training adds the training split of a fetched corpus, which is kept apart from the fetched "
+                "data sets' dev and test by their shared split rule (a hash of the German side), not from your files'"
+                "; with dataset: files, add its pairs to your train files instead"
+            )
+        if self.dataset in self.extra_training:
+            raise ValueError(f"extra_training names {self.dataset!r}, the dataset itself: its pairs would count twice")
+        if len(set(self.extra_training)) != len(self.extra_training):
+            raise ValueError("extra_training names a corpus twice")
         return self
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
 import yaml
 from pydantic import BaseModel
@@ -23,7 +24,14 @@ def commented_yaml(model: type[BaseModel], indent: int = 0) -> list[str]:
             lines.append(f"{pad}{name}:  # {field.description or ''}".rstrip())
             lines.extend(commented_yaml(annotation, indent + 1))
             continue
+        optional_model = next(
+            (arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)), None
+        )
         default = field.get_default(call_default_factory=True)
+        if optional_model is not None and default is None:  # e.g. data.subwords: off unless given its keys
+            lines.append(f"{pad}{name}: null  # {field.description or ''} Its keys, when set:".rstrip())
+            lines.extend(f"{pad}#{line[len(pad) + 1 :]}" for line in commented_yaml(optional_model, indent + 1))
+            continue
         value = yaml.safe_dump(default if not hasattr(default, "__fspath__") else str(default)).strip()
         value = value.removesuffix("\n...").removesuffix("...").strip()
         lines.append(f"{pad}{name}: {value}  # {field.description or ''}".rstrip())

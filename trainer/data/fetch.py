@@ -88,4 +88,23 @@ def fetch_ding_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
     return fetch(data_dir, log=log)
 
 
-FETCHERS = {"conll2003_en": fetch_conll2003_en, "ding_de_en": fetch_ding_de_en}
+def fetch_catalogs_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
+    """German-English message pairs of Debian's German message catalogs; see trainer.data.catalogs."""
+    from trainer.data.catalogs import fetch_catalogs_de_en as fetch  # catalogs imports this module
+
+    return fetch(data_dir, log=log)
+
+
+def fetch_ding_phrases_de_en(data_dir: Path, log=log_line) -> dict[str, Path]:
+    """German-English word and phrase pairs of the Ding dictionary (training only); see trainer.data.ding."""
+    from trainer.data.ding import fetch_ding_phrases_de_en as fetch  # ding imports this module
+
+    return fetch(data_dir, log=log)
+
+
+FETCHERS = {
+    "conll2003_en": fetch_conll2003_en,
+    "ding_de_en": fetch_ding_de_en,
+    "ding_phrases_de_en": fetch_ding_phrases_de_en,
+    "catalogs_de_en": fetch_catalogs_de_en,
+}

@@ -17,9 +17,15 @@ SPLIT_FILES = {"train": "train", "dev": "valid", "test": "test"}  # our split na
 
 @dataclass(frozen=True)
 class SentencePair:
-    source: tuple[str, ...]
-    target: tuple[str, ...]
+    source: tuple[str, ...]  # the units the model reads: words as read, or subword pieces (trainer/subwords.py)
+    target: tuple[str, ...]  # the units the model writes
     line: int  # 1-based line number in both files, for error messages
+    target_words: tuple[str, ...] | None = None  # the target as read, when `target` holds subword pieces
+
+    @property
+    def reference(self) -> tuple[str, ...]:
+        """The target words as read, what BLEU and chrF compare translations with."""
+        return self.target if self.target_words is None else self.target_words
 
 
 def split_files(folder: Path, split: str, source_lang: str, target_lang: str) -> tuple[Path, Path]:
