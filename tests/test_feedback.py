@@ -173,3 +173,23 @@ def test_the_noise_of_soft_sample_is_standard_gumbel():
     assert torch.isfinite(gumbel).all()
     assert gumbel.mean().item() == pytest.approx(0.5772, abs=0.01)  # the Euler-Mascheroni constant
     assert gumbel.var().item() == pytest.approx(torch.pi**2 / 6, abs=0.02)
+
+
+def test_ss_sample_draws_each_id_as_often_as_its_softmax_probability():
+    from trainer.feedback import categorical_sample
+
+    torch.manual_seed(0)
+    scores = torch.tensor([2.0, 0.0, -1.0, float("-inf"), 1.0])
+    drawn = categorical_sample(scores.expand(200_000, -1))
+    frequencies = torch.bincount(drawn, minlength=5).double() / drawn.numel()
+    expected = torch.softmax(scores.double(), dim=-1)
+    assert frequencies[3] == 0  # probability 0: never drawn
+    assert torch.allclose(frequencies, expected, atol=0.004)  # > 4 standard deviations for every id
+
+
+def test_ss_sample_never_draws_an_excluded_id_even_where_it_scores_highest():
+    torch.manual_seed(0)
+    logits = torch.zeros(4096, VOCAB)
+    logits[:, 0] = logits[:, VOCAB - 1] = 100.0
+    weights = FeedbackPolicy("ss_sample", excluded_ids=(0, VOCAB - 1)).choice_weights(logits, alpha=1.0)
+    assert weights[:, 0].sum() == 0 and weights[:, VOCAB - 1].sum() == 0
