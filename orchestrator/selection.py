@@ -177,7 +177,8 @@ def setting_text(flat_config: dict, params: dict) -> str:
     procedure = flat_config.get("procedure.name", "ce")
     parts = []
     if procedure != "ce":
-        parts.append(f"k={flat_config['procedure.k']}")
+        k = flat_config["procedure.k"]  # 'always', or a number that a YAML float may hold (10.0)
+        parts.append(f"k={k:g}" if isinstance(k, int | float) else f"k={k}")
     if procedure.startswith("soft_"):
         alpha0 = f"{flat_config['procedure.alpha.alpha0']:g}"
         annealed = flat_config["procedure.alpha.mode"] == "annealed"

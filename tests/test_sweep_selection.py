@@ -163,6 +163,7 @@ def test_a_rerun_reuses_the_recorded_test_scores(tmp_path):
     [
         ({"procedure.name": "ce"}, {}, "-"),
         ({"procedure.name": "ss_greedy", "procedure.k": 10}, {"procedure.k": 10}, "k=10"),
+        ({"procedure.name": "ss_greedy", "procedure.k": 10.0}, {}, "k=10"),
         (
             {
                 "procedure.name": "soft_greedy",
