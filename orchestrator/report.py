@@ -324,9 +324,11 @@ def log_to_parent_run(out_dir: Path, paths: list[Path]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.report",
-        description="Tables 1 and 2 of a finished sweep with bootstrap intervals over test sentences, the paired "
-        "difference of every row to CE and a verdict per row. Reads the test split only for the checkpoints the "
-        "sweep chose on dev.",
+        description="Tables 1 and 2 of a finished sweep: each row's chosen restart with a bootstrap interval over "
+        "test sentences; the mean of its configuration's restarts with an interval over restarts and sentences "
+        "(two-level bootstrap), its difference to CE, p and verdict; and what the row cost (s/epoch, × CE, "
+        "trainer-hours of its search). Reads the test split only once every choice is made on dev, and only for "
+        "the rows' chosen configurations (their other restarts are recorded as scored after selection).",
     )
     parser.add_argument("out", type=Path, help="the sweep's output directory (its --out)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
