@@ -155,6 +155,6 @@ def _chosen_curves(report: dict, curves: list[Curve]):
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # an axis label wider than the figure is not cut off
     plt.close(figure)
     return path
