@@ -300,6 +300,19 @@ def test_the_report_interval_over_restarts_is_around_their_mean_and_the_differen
             assert row["verdict_chosen_restart"] in ("better than CE", "worse than CE", "indistinguishable")
 
 
+def test_a_configuration_chosen_for_two_rows_has_the_same_intervals_and_p_in_both(sweep):
+    analysis = json.loads((sweep.out / "report.json").read_text())
+    by_choice = {}
+    for row in analysis["rows"]:
+        by_choice.setdefault(row["chosen"], []).append(row)
+    shared = [rows for rows in by_choice.values() if len(rows) > 1]
+    assert shared  # the smoke space's annealed greedy row is one of its k rows
+    for first, *others in shared:
+        for other in others:
+            for name in ("test_over_restarts", "difference", "p_value"):
+                assert other.get(name) == first.get(name)
+
+
 def test_the_report_cost_columns_are_the_trials_own_epoch_seconds_in_mlflow(sweep):
     analysis = json.loads((sweep.out / "report.json").read_text())
     runs = trial_runs(sweep.out)
