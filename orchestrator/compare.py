@@ -27,8 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.outdir import REPORT_STEM, SUMMARY_STEM
-
-COMPLETE = "COMPLETE"
+from orchestrator.trials import Fate
 
 
 class CompareError(RuntimeError):
@@ -81,7 +80,7 @@ def read_side(folders: list[Path]) -> Side:
     for row in labels:
         candidates = []
         for configuration, trials in configurations.items():
-            finished = [t["best_dev"] for t in trials if t["state"] == COMPLETE and t["best_dev"] is not None]
+            finished = [t["best_dev"] for t in trials if t["state"] == Fate.COMPLETE and t["best_dev"] is not None]
             if row in configuration[0] and finished:
                 candidates.append(RowChoice(configuration[1], configuration, statistics.fmean(finished), len(finished)))
         best = max(candidates, key=lambda choice: choice.dev_mean, default=None)
