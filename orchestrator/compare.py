@@ -39,12 +39,14 @@ class RowChoice:
     """What one side chose for a row: its configuration (rows filled, setting), dev mean over its finished
     restarts, and the report's verdicts where the side has a report."""
 
-    setting: str | None
     configuration: tuple | None
     dev_mean: float | None
-    restarts: int
     verdict: str | None = None
     verdict_chosen_restart: str | None = None
+
+    @property
+    def setting(self) -> str | None:
+        return None if self.configuration is None else self.configuration[1]
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ def read_side(folders: list[Path]) -> Side:
         for configuration, trials in configurations.items():
             finished = [t["best_dev"] for t in trials if t["state"] == Fate.COMPLETE and t["best_dev"] is not None]
             if row in configuration[0] and finished:
-                candidates.append(RowChoice(configuration[1], configuration, statistics.fmean(finished), len(finished)))
+                candidates.append(RowChoice(configuration, statistics.fmean(finished)))
         best = max(candidates, key=lambda choice: choice.dev_mean, default=None)
-        choices[row] = best or RowChoice(setting=None, configuration=None, dev_mean=None, restarts=0)
+        choices[row] = best or RowChoice(configuration=None, dev_mean=None)
     if len(folders) == 1:
         choices = _with_verdicts(folders[0], choices)
     every = [t for trials in configurations.values() for t in trials]

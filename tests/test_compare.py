@@ -66,8 +66,8 @@ def test_a_row_that_chose_the_same_configuration_with_the_same_verdicts_agrees(t
 
 
 def test_verdicts_that_differ_between_the_sweeps_are_marked_as_disagreeing():
-    a = compare.RowChoice("k=10", (("ss",), "k=10"), 79.5, 2, "indistinguishable", "worse than CE")
-    b = compare.RowChoice("k=1", (("ss",), "k=1"), 79.0, 2, "indistinguishable", "indistinguishable")
+    a = compare.RowChoice((("ss",), "k=10"), 79.5, "indistinguishable", "worse than CE")
+    b = compare.RowChoice((("ss",), "k=1"), 79.0, "indistinguishable", "indistinguishable")
     labels = {"ss": ("1", "SS greedy")}
     text = compare.compare(compare.Side((), labels, {"ss": a}, 8, 2), compare.Side((), labels, {"ss": b}, 8, 2))
     assert table_row(text, "SS greedy")[7:] == ["no", "indistinguishable", "indistinguishable", "yes",
